@@ -1,0 +1,1 @@
+"""Checkpoint I/O: resolving model references, lazy tensor reading, atomic sharded writing."""
