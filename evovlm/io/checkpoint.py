@@ -1,0 +1,159 @@
+"""Lazy, tensor-by-tensor reading of HF checkpoints.
+
+Safetensors files are memory-mapped and read one tensor at a time. Pickle checkpoints
+(``*.bin``, ``*.pt``) can run code when loaded, so they are refused unless the caller
+opts in, and even then they load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from evovlm.errors import EvoVLMError
+from evovlm.io.resolve import resolve_model_path
+
+SAFE_INDEX = "model.safetensors.index.json"
+PICKLE_INDEX = "pytorch_model.bin.index.json"
+_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+class Checkpoint:
+    """A model directory whose tensors are read on demand.
+
+    ``ref`` is a directory, ``zoo:NAME`` or an HF repo id in the local cache.
+    """
+
+    def __init__(self, ref: str | Path, *, allow_pickle: bool = False) -> None:
+        self.ref = str(ref)
+        self.path = resolve_model_path(ref)
+        self.config = self._read_config()
+        self._files: dict[str, str] = {}  # tensor name -> file name
+        self._handles: dict[str, object] = {}
+        self._pickled: dict[str, dict[str, torch.Tensor]] = {}
+        self.is_pickle = False
+        self._index_weights(allow_pickle)
+
+    # -- discovery ---------------------------------------------------------------
+    def _read_config(self) -> dict:
+        config_path = self.path / "config.json"
+        if not config_path.is_file():
+            raise EvoVLMError(f"{self.ref}: no config.json in {self.path}; not a Hugging Face model directory")
+        try:
+            return json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EvoVLMError(f"{config_path}: not valid JSON ({exc})") from None
+
+    def _index_weights(self, allow_pickle: bool) -> None:
+        safe_files = sorted(p.name for p in self.path.glob("*.safetensors"))
+        if (self.path / SAFE_INDEX).is_file():
+            self._files = self._read_index(self.path / SAFE_INDEX)
+        elif safe_files:
+            for file_name in safe_files:
+                for key in self._open(file_name).keys():
+                    self._files[key] = file_name
+        else:
+            self._index_pickle(allow_pickle)
+        if not self._files:
+            raise EvoVLMError(f"{self.ref}: no tensors found in {self.path}")
+
+    def _read_index(self, index_path: Path) -> dict[str, str]:
+        try:
+            weight_map = json.loads(index_path.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise EvoVLMError(f"{index_path}: malformed index ({exc})") from None
+        for file_name in sorted(set(weight_map.values())):
+            if not (self.path / file_name).is_file():
+                raise EvoVLMError(f"{self.ref}: shard {file_name} listed in {index_path.name} is missing")
+        return dict(weight_map)
+
+    def _index_pickle(self, allow_pickle: bool) -> None:
+        # Only weight files: training_args.bin, optimizer.pt and the like are not model weights.
+        pickles = sorted(p.name for p in self.path.iterdir()
+                         if p.name.startswith(("pytorch_model", "model")) and p.suffix in (".bin", ".pt", ".pth"))
+        if not pickles:
+            raise EvoVLMError(f"{self.ref}: no *.safetensors weights in {self.path}")
+        if not allow_pickle:
+            raise EvoVLMError(
+                f"{self.ref}: only pickle weights ({', '.join(pickles[:3])}) in {self.path}. Pickle files can run "
+                "arbitrary code; convert them to safetensors, or pass --allow-pickle to load them with "
+                "torch.load(weights_only=True)")
+        self.is_pickle = True
+        if (self.path / PICKLE_INDEX).is_file():
+            self._files = self._read_index(self.path / PICKLE_INDEX)
+        else:
+            for file_name in pickles:
+                for key in self._load_pickle(file_name):
+                    self._files[key] = file_name
+
+    def _open(self, file_name: str):
+        handle = self._handles.get(file_name)
+        if handle is None:
+            from safetensors import safe_open
+
+            try:
+                handle = safe_open(str(self.path / file_name), framework="pt")
+            except Exception as exc:  # SafetensorError, OSError
+                raise EvoVLMError(f"{self.path / file_name}: cannot read safetensors file, corrupt or truncated? "
+                                  f"({exc})") from None
+            self._handles[file_name] = handle
+        return handle
+
+    def _load_pickle(self, file_name: str) -> dict[str, torch.Tensor]:
+        if file_name not in self._pickled:
+            try:
+                state = torch.load(self.path / file_name, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as exc:
+                raise EvoVLMError(f"{self.path / file_name}: cannot load with weights_only=True ({exc})") from None
+            if not isinstance(state, dict):
+                raise EvoVLMError(f"{self.path / file_name}: expected a state dict, found {type(state).__name__}")
+            self._pickled[file_name] = state
+        return self._pickled[file_name]
+
+    # -- access ------------------------------------------------------------------
+    def keys(self) -> list[str]:
+        return list(self._files)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._files
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        file_name = self._files[key]
+        if self.is_pickle:
+            return tuple(self._load_pickle(file_name)[key].shape)
+        return tuple(self._open(file_name).get_slice(key).get_shape())
+
+    def dtype(self, key: str) -> torch.dtype:
+        file_name = self._files[key]
+        if self.is_pickle:
+            return self._load_pickle(file_name)[key].dtype
+        return _DTYPES[self._open(file_name).get_slice(key).get_dtype()]
+
+    def get(self, key: str) -> torch.Tensor:
+        """Read one tensor (a private copy, safe to modify)."""
+        if key not in self._files:
+            raise EvoVLMError(f"{self.ref}: tensor {key!r} not found")
+        file_name = self._files[key]
+        if self.is_pickle:
+            return self._load_pickle(file_name)[key].clone()
+        try:
+            return self._open(file_name).get_tensor(key)
+        except Exception as exc:
+            raise EvoVLMError(f"{self.path / file_name}: cannot read tensor {key!r}, corrupt file? ({exc})") from None
+
+    def nbytes(self) -> int:
+        return sum(_numel(self.shape(k)) * torch.empty((), dtype=self.dtype(k)).element_size() for k in self._files)
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.ref!r}, {len(self._files)} tensors)"
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count

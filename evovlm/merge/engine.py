@@ -1,0 +1,236 @@
+"""Apply a recipe: disk to disk (streaming, atomic) or into a live ``nn.Module``.
+
+The language-model tensors of the base and the sources are matched by canonical name
+(see :mod:`evovlm.arch`), merged one tensor at a time, and written under the *target's*
+own names; every other tensor of the target (a VLM's vision tower and projector) is
+copied unchanged.
+
+Vocabulary rule: ``embed_tokens`` and ``lm_head`` may differ in row count between models
+(LLaVA-1.6-Mistral has 32064 rows, the Mistral LLMs 32000). The rows all participants
+share (the minimum row count) are merged; the target's rows beyond that are kept as they
+are. Any other shape difference is an error naming the tensor and both shapes.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import torch
+from tqdm import tqdm
+
+from evovlm.arch import (KeyLayout, architecture_of, check_supported, detect_layout, is_vocab_tensor, layer_group,
+                         text_config)
+from evovlm.errors import EvoVLMError
+from evovlm.io.checkpoint import Checkpoint
+from evovlm.merge.methods import get_method
+from evovlm.merge.recipe import Recipe
+from evovlm.merge.sparsify import tensor_seed
+
+# Files copied from the target so the output loads with its tokenizer/processor.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "added_tokens.json", "vocab.json", "merges.txt", "chat_template.json", "chat_template.jinja",
+                   "preprocessor_config.json", "processor_config.json", "generation_config.json")
+_DTYPE_NAMES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,
+                "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def parse_dtype(name: str | None) -> torch.dtype | None:
+    if name is None:
+        return None
+    if name not in _DTYPE_NAMES:
+        raise EvoVLMError(f"unknown dtype {name!r}; use one of {', '.join(_DTYPE_NAMES)}")
+    return _DTYPE_NAMES[name]
+
+
+def merge_tensor(recipe: Recipe, canonical: str, base: torch.Tensor | None, sources: Sequence[torch.Tensor],
+                 target: torch.Tensor | None = None) -> torch.Tensor:
+    """Merge one canonical tensor. Returns fp32 of the target's shape (or the sources')."""
+    method = get_method(recipe.method)
+    group = layer_group(canonical)
+    weights = [recipe.value(i, "weight", group) for i in range(len(sources))]
+    densities = [recipe.value(i, "density", group) for i in range(len(sources))]
+    seeds = [tensor_seed(recipe.seed, canonical, i) for i in range(len(sources))] if method.random else None
+    participants = list(sources) + ([base] if base is not None else [])
+    everyone = participants + ([target] if target is not None else [])
+    rows = min(t.shape[0] for t in everyone)
+    if is_vocab_tensor(canonical) and any(t.shape[0] != rows for t in everyone):
+        # Merge the shared vocabulary rows; the target keeps its extra rows.
+        merged_rows = method.fn(None if base is None else base[:rows], [s[:rows] for s in sources], weights,
+                                densities, seeds=seeds, **recipe.method_options())
+        if target is None:
+            return merged_rows
+        result = target.float().clone()
+        result[:rows] = merged_rows
+        return result
+    return method.fn(base, list(sources), weights, densities, seeds=seeds, **recipe.method_options())
+
+
+@dataclass
+class _Opened:
+    checkpoint: Checkpoint
+    layout: KeyLayout
+    canonical: dict[str, str]  # canonical name -> native name
+
+    @property
+    def ref(self) -> str:
+        return self.checkpoint.ref
+
+
+def _open(ref: str, allow_pickle: bool, role: str) -> _Opened:
+    checkpoint = Checkpoint(ref, allow_pickle=allow_pickle)
+    check_supported(checkpoint.config, f"{role} {ref}")
+    layout = detect_layout(checkpoint.keys(), architecture_of(checkpoint.config), where=f"{role} {ref}")
+    canonical = {}
+    for key in checkpoint.keys():
+        name = layout.to_canonical(key)
+        if name is not None and not name.endswith("rotary_emb.inv_freq"):
+            canonical[name] = key
+    return _Opened(checkpoint, layout, canonical)
+
+
+class MergeJob:
+    """Opened and validated checkpoints of one recipe, ready to stream tensors."""
+
+    def __init__(self, recipe: Recipe, *, allow_pickle: bool = False) -> None:
+        self.recipe = recipe
+        self.target = _open(recipe.target_ref(), allow_pickle, "target")
+        self.base = _open(recipe.base_model, allow_pickle, "base_model") if recipe.base_model else None
+        self.sources = [_open(spec.model, allow_pickle, f"models[{i}]") for i, spec in enumerate(recipe.models)]
+        self._validate()
+
+    def participants(self) -> list[_Opened]:
+        return ([self.base] if self.base else []) + self.sources
+
+    def _validate(self) -> None:
+        target_text = text_config(self.target.checkpoint.config)
+        for other in self.participants():
+            other_text = text_config(other.checkpoint.config)
+            for field_name, label in (("num_hidden_layers", "decoder layers"), ("hidden_size", "hidden size")):
+                mine, theirs = target_text.get(field_name), other_text.get(field_name)
+                if mine is not None and theirs is not None and mine != theirs:
+                    raise EvoVLMError(f"architecture mismatch: {other.ref} has {theirs} {label}, "
+                                      f"target {self.target.ref} has {mine}")
+        for other in self.participants():
+            missing = sorted(set(other.canonical) - set(self.target.canonical))
+            if missing:
+                raise EvoVLMError(f"tensor {missing[0]} of {other.ref} is missing from target {self.target.ref}"
+                                  + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        for canonical, native in self.target.canonical.items():
+            target_shape = self.target.checkpoint.shape(native)
+            for other in self.participants():
+                if canonical not in other.canonical:
+                    raise EvoVLMError(f"tensor {canonical} (target name {native}) is missing from {other.ref}")
+                shape = other.checkpoint.shape(other.canonical[canonical])
+                rows_only = is_vocab_tensor(canonical) and shape[1:] == target_shape[1:]
+                if shape != target_shape and not rows_only:
+                    raise EvoVLMError(f"architecture mismatch at {canonical}: {other.ref} has shape {tuple(shape)}, "
+                                      f"target {self.target.ref} has {tuple(target_shape)}")
+
+    def merged_tensors(self, out_dtype: torch.dtype | None = None, workers: int = 1,
+                       progress: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+        """(native name, tensor) for every tensor of the target, in the target's order."""
+        keys = self.target.checkpoint.keys()
+        to_canonical = {native: canonical for canonical, native in self.target.canonical.items()}
+
+        def produce(native: str) -> torch.Tensor:
+            canonical = to_canonical.get(native)
+            target_tensor = self.target.checkpoint.get(native)
+            if not target_tensor.is_floating_point():
+                return target_tensor  # integer buffers: unchanged
+            if canonical is None:  # vision tower, projector: unchanged but for an explicit dtype
+                return target_tensor.to(out_dtype) if out_dtype is not None else target_tensor
+            base = self.base.checkpoint.get(self.base.canonical[canonical]) if self.base else None
+            sources = [s.checkpoint.get(s.canonical[canonical]) for s in self.sources]
+            merged = merge_tensor(self.recipe, canonical, base, sources, target_tensor)
+            return merged.to(out_dtype or target_tensor.dtype)
+
+        bar = tqdm(total=len(keys), desc="merging", unit="tensor", disable=not progress)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            # map() keeps the order; at most `workers` tensors are in flight at once.
+            window = max(1, workers)
+            for start in range(0, len(keys), window):
+                batch = keys[start:start + window]
+                for native, tensor in zip(batch, pool.map(produce, batch)):
+                    bar.update(1)
+                    yield native, tensor
+        bar.close()
+
+
+def merge_checkpoints(recipe: Recipe, out_dir: str | Path, *, allow_pickle: bool = False, overwrite: bool = False,
+                      max_shard_bytes: int = 2 * 10**9, workers: int = 1, progress: bool = True) -> Path:
+    """Merge per ``recipe`` into a new HF checkpoint at ``out_dir``; nothing is left there on failure."""
+    from evovlm.io.writer import ShardedCheckpointWriter
+    from evovlm.merge.card import model_card
+
+    job = MergeJob(recipe, allow_pickle=allow_pickle)
+    out_dtype = parse_dtype(recipe.dtype)
+    with ShardedCheckpointWriter(out_dir, max_shard_bytes=max_shard_bytes, overwrite=overwrite) as writer:
+        for native, tensor in job.merged_tensors(out_dtype, workers=workers, progress=progress):
+            writer.add(native, tensor)
+        config = dict(job.target.checkpoint.config)
+        if out_dtype is not None:
+            dtype_name = str(out_dtype).removeprefix("torch.")
+            config["dtype"] = dtype_name
+            if "torch_dtype" in config:
+                config["torch_dtype"] = dtype_name
+        writer.write_json("config.json", config)
+        for name in TOKENIZER_FILES:
+            source = job.target.checkpoint.path / name
+            if source.is_file():
+                writer.copy_file(source)
+        writer.write_text("evovlm_recipe.yaml", recipe.to_yaml())  # as run, CLI overrides included
+        writer.write_text("README.md", model_card(recipe, job))
+        return writer.commit()
+
+
+class ResidentSources:
+    """Base and source language-model tensors held in memory under canonical names.
+
+    An evolution loads them once; each candidate is then merged straight into a live
+    module with :func:`merge_into_module`, without touching disk.
+    """
+
+    def __init__(self, base: Mapping[str, torch.Tensor] | None, sources: Sequence[Mapping[str, torch.Tensor]]) -> None:
+        self.base = base
+        self.sources = list(sources)
+
+    @classmethod
+    def load(cls, recipe: Recipe, *, allow_pickle: bool = False) -> "ResidentSources":
+        job = MergeJob(recipe, allow_pickle=allow_pickle)
+
+        def read(opened: _Opened) -> dict[str, torch.Tensor]:
+            return {canonical: opened.checkpoint.get(native) for canonical, native in opened.canonical.items()
+                    if canonical in job.target.canonical}
+
+        return cls(read(job.base) if job.base else None, [read(source) for source in job.sources])
+
+
+@torch.no_grad()
+def merge_into_module(module: torch.nn.Module, recipe: Recipe, resident: ResidentSources,
+                      *, progress: bool = False) -> int:
+    """Overwrite the language-model parameters of ``module`` with the merge; returns tensors written.
+
+    ``module`` is e.g. the target VLM or causal LM, already loaded; tensors outside its
+    language tower are left untouched. The recipe's model list must match ``resident``.
+    """
+    if len(recipe.models) != len(resident.sources):
+        raise EvoVLMError(f"recipe has {len(recipe.models)} models but {len(resident.sources)} are resident")
+    state = module.state_dict(keep_vars=True)
+    layout = detect_layout(state.keys(), where="module")
+    written = 0
+    for native, parameter in tqdm(state.items(), desc="re-merging", disable=not progress):
+        canonical = layout.to_canonical(native)
+        if canonical is None or canonical not in resident.sources[0] or not parameter.is_floating_point():
+            continue
+        base = resident.base[canonical] if resident.base is not None else None
+        sources = [source[canonical] for source in resident.sources]
+        merged = merge_tensor(recipe, canonical, base, sources, parameter.data)
+        parameter.data.copy_(merged)
+        written += 1
+    if written == 0:
+        raise EvoVLMError("no language-model tensor of the module matched the resident sources")
+    return written
+

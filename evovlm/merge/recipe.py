@@ -1,0 +1,306 @@
+"""Merge recipes: EvoVLM's own YAML format, mergekit YAML import, and export to mergekit.
+
+Own format::
+
+    method: dare_ties            # linear | task_arithmetic | ties | dare_linear | dare_ties
+    base_model: mistralai/Mistral-7B-v0.1
+    target: llava-hf/llava-v1.6-mistral-7b-hf   # architecture, vision tower, projector, tokenizer
+    seed: 0                      # DARE randomness
+    parameters: {lambda: 1.0, normalize: false}
+    models:
+      - model: llava-hf/llava-v1.6-mistral-7b-hf
+        weight: 0.6
+        density: {default: 0.5, embed: 1.0, layers.0-15: 0.4}
+
+``weight`` and ``density`` are numbers or maps from layer-group selectors to numbers.
+Selectors: ``default``, ``embed``, ``norm``, ``lm_head``, ``layers`` (all blocks),
+``layers.N`` and ``layers.A-B`` (inclusive). The most specific selector wins:
+``layers.N`` > the narrowest ``layers.A-B`` > ``layers`` > a named group > ``default``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import yaml
+
+from evovlm.errors import EvoVLMError
+from evovlm.merge.methods import METHODS, ALIASES
+
+ParamValue = Union[float, dict]
+_RANGE = re.compile(r"^layers\.(\d+)-(\d+)$")
+_SINGLE = re.compile(r"^layers\.(\d+)$")
+_NAMED = {"default", "embed", "norm", "lm_head", "layers"}
+_OPTION_KEYS = {"lambda", "normalize", "rescale"}
+
+
+@dataclass
+class SourceSpec:
+    model: str
+    weight: ParamValue = 1.0
+    density: ParamValue = 1.0
+
+
+@dataclass
+class Recipe:
+    method: str
+    models: list[SourceSpec]
+    base_model: str | None = None
+    target: str | None = None
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    dtype: str | None = None
+    origin: str = "evovlm"  # or "mergekit": DARE then rescales by L1 norm, as mergekit does
+
+    # -- parameter resolution ----------------------------------------------------
+    def value(self, source_index: int, parameter: str, group: str) -> float:
+        return resolve_param(getattr(self.models[source_index], parameter), group)
+
+    def target_ref(self) -> str:
+        """The model whose architecture and non-language tensors the output keeps."""
+        return self.target or self.base_model or self.models[0].model
+
+    def method_options(self) -> dict[str, Any]:
+        options = {"lam": float(self.options.get("lambda", 1.0))}
+        if "normalize" in self.options:
+            options["normalize"] = bool(self.options["normalize"])
+        if "rescale" in self.options:
+            rescale = self.options["rescale"]
+            options["rescale"] = "inverse" if rescale is True else rescale
+        elif self.origin == "mergekit" and METHODS[self.method].random:
+            options["rescale"] = "l1"
+        return options
+
+    def to_dict(self) -> dict:
+        data: dict[str, Any] = {"method": self.method}
+        for key in ("base_model", "target"):
+            if getattr(self, key):
+                data[key] = getattr(self, key)
+        data["seed"] = self.seed
+        if self.options:
+            data["parameters"] = dict(self.options)
+        if self.dtype:
+            data["dtype"] = self.dtype
+        if self.origin != "evovlm":
+            data["origin"] = self.origin
+        data["models"] = [{"model": s.model, "weight": s.weight, "density": s.density} for s in self.models]
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def resolve_param(value: ParamValue, group: str) -> float:
+    """The value of a (possibly per-group) parameter for one layer group."""
+    if not isinstance(value, dict):
+        return float(value)
+    if group in value:
+        return float(value[group])
+    single = _SINGLE.match(group)
+    if single:
+        layer = int(single.group(1))
+        ranges = [(int(m.group(2)) - int(m.group(1)), key) for key in value
+                  if (m := _RANGE.match(str(key))) and int(m.group(1)) <= layer <= int(m.group(2))]
+        if ranges:
+            return float(value[min(ranges)[1]])
+        if "layers" in value:
+            return float(value["layers"])
+    if "default" in value:
+        return float(value["default"])
+    raise EvoVLMError(f"no value for layer group {group!r} in {value!r}: add a 'default' entry")
+
+
+def _validate_number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise EvoVLMError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _validate_param(value: Any, where: str) -> ParamValue:
+    if not isinstance(value, dict):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return _validate_number(value, where)
+        raise EvoVLMError(f"{where}: expected a number or a map of layer groups to numbers, got {value!r}")
+    checked = {}
+    for key, number in value.items():
+        key = str(key)
+        span = _RANGE.match(key)
+        if key not in _NAMED and not _SINGLE.match(key) and not span:
+            raise EvoVLMError(f"{where}: unknown layer-group selector {key!r} (use default, embed, norm, "
+                              "lm_head, layers, layers.N or layers.A-B)")
+        if span and int(span.group(1)) > int(span.group(2)):
+            raise EvoVLMError(f"{where}: reversed layer range {key!r}; write layers.{span.group(2)}-{span.group(1)}")
+        checked[key] = _validate_number(number, f"{where}.{key}")  # one level: no nested maps
+    return checked
+
+
+def _canonical_method(name: Any, where: str) -> str:
+    key = ALIASES.get(str(name), str(name))
+    if key not in METHODS:
+        raise EvoVLMError(f"{where}: unknown merge method {name!r}; known: {', '.join(METHODS)}")
+    return key
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a recipe file in EvoVLM's own format or mergekit's (detected by ``merge_method``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvoVLMError(f"recipe file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise EvoVLMError(f"{path}: not valid YAML ({exc})") from None
+    return recipe_from_dict(data, where=str(path))
+
+
+def recipe_from_dict(data: Any, where: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise EvoVLMError(f"{where}: expected a mapping at the top level")
+    if "merge_method" in data:
+        return _from_mergekit(data, where)
+    unknown = set(data) - {"method", "models", "base_model", "target", "seed", "parameters", "dtype", "origin"}
+    if unknown:
+        raise EvoVLMError(f"{where}: unknown keys {sorted(unknown)}")
+    if "method" not in data:
+        raise EvoVLMError(f"{where}: missing 'method' (or mergekit's 'merge_method')")
+    method = _canonical_method(data["method"], where)
+    models = data.get("models")
+    if not isinstance(models, list) or not models:
+        raise EvoVLMError(f"{where}: 'models' must be a non-empty list")
+    specs = []
+    for index, entry in enumerate(models):
+        if not isinstance(entry, dict) or "model" not in entry:
+            raise EvoVLMError(f"{where}: models[{index}] needs a 'model' key")
+        extra = set(entry) - {"model", "weight", "density"}
+        if extra:
+            raise EvoVLMError(f"{where}: models[{index}] has unknown keys {sorted(extra)}")
+        specs.append(SourceSpec(str(entry["model"]),
+                                _validate_param(entry.get("weight", 1.0), f"{where}: models[{index}].weight"),
+                                _validate_param(entry.get("density", 1.0), f"{where}: models[{index}].density")))
+    if not isinstance(data.get("parameters") or {}, dict):
+        raise EvoVLMError(f"{where}: 'parameters' must be a mapping, e.g. {{lambda: 1.0, normalize: false}}")
+    options = dict(data.get("parameters") or {})
+    bad = set(options) - _OPTION_KEYS
+    if bad:
+        raise EvoVLMError(f"{where}: unknown parameters {sorted(bad)}; known: {sorted(_OPTION_KEYS)}")
+    recipe = Recipe(method=method, models=specs, base_model=data.get("base_model"), target=data.get("target"),
+                    seed=_validate_seed(data.get("seed", 0), where), options=options, dtype=data.get("dtype"),
+                    origin=str(data.get("origin", "evovlm")))
+    _check_recipe(recipe, where)
+    return recipe
+
+
+def _validate_seed(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EvoVLMError(f"{where}: seed must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _check_recipe(recipe: Recipe, where: str) -> None:
+    method = METHODS[recipe.method]
+    if method.needs_base and not recipe.base_model:
+        raise EvoVLMError(f"{where}: method {recipe.method} needs a base_model (task vectors are taken against it)")
+    if recipe.options.get("rescale") not in (None, "inverse", "l1", True, False):
+        raise EvoVLMError(f"{where}: parameters.rescale must be 'inverse', 'l1' or false")
+    for index, spec in enumerate(recipe.models):
+        for value in _leaves(spec.density):
+            if not 0.0 <= value <= 1.0:
+                raise EvoVLMError(f"{where}: models[{index}].density {value} outside [0, 1]")
+
+
+def _leaves(value: ParamValue) -> list[float]:
+    return list(value.values()) if isinstance(value, dict) else [value]
+
+
+# -- mergekit ------------------------------------------------------------------------
+_MERGEKIT_METHODS = {"linear", "task_arithmetic", "ties", "dare_ties", "dare_linear"}
+_MERGEKIT_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "seed", "target"}
+# Keys that do not change the weights; the tokenizer always comes from the target.
+_MERGEKIT_IGNORED = {"tokenizer_source", "tokenizer", "chat_template", "name", "out_dtype"}
+
+
+def _mergekit_scalar(value: Any, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise EvoVLMError(f"{where}: only scalar values are supported when reading mergekit configs "
+                      f"(got {value!r}); write per-layer values as an EvoVLM recipe with layer-group maps")
+
+
+def _from_mergekit(data: dict, where: str) -> Recipe:
+    method = str(data["merge_method"])
+    if method not in _MERGEKIT_METHODS:
+        raise EvoVLMError(f"{where}: mergekit method {method!r} is not supported; supported: "
+                          f"{', '.join(sorted(_MERGEKIT_METHODS))}")
+    if "slices" in data:
+        raise EvoVLMError(f"{where}: mergekit 'slices' configs are not supported; use 'models'")
+    unknown = set(data) - _MERGEKIT_KEYS - _MERGEKIT_IGNORED
+    if unknown:
+        raise EvoVLMError(f"{where}: mergekit keys {sorted(unknown)} are not supported")
+    base = data.get("base_model")
+    specs = []
+    for index, entry in enumerate(data.get("models") or []):
+        if not isinstance(entry, dict) or "model" not in entry:
+            raise EvoVLMError(f"{where}: models[{index}] needs a 'model' key")
+        if base is not None and entry["model"] == base and method != "linear":
+            continue  # mergekit lets the base appear among the models; it contributes no task vector
+        params = entry.get("parameters") or {}
+        if not isinstance(params, dict) or set(params) - {"weight", "density"}:
+            raise EvoVLMError(f"{where}: models[{index}].parameters supports weight and density only, got {params!r}")
+        if "weight" not in params:
+            raise EvoVLMError(f"{where}: models[{index}] has no parameters.weight (mergekit requires it)")
+        specs.append(SourceSpec(str(entry["model"]), _mergekit_scalar(params["weight"], f"{where}: models[{index}].weight"),
+                                _mergekit_scalar(params.get("density", 1.0), f"{where}: models[{index}].density")))
+    if not specs:
+        raise EvoVLMError(f"{where}: no models to merge")
+    options: dict[str, Any] = {}
+    for key, value in (data.get("parameters") or {}).items():
+        if key in ("normalize", "lambda"):
+            options[key] = value
+        elif key == "rescale":  # mergekit's DARE rescale restores the L1 norm
+            options["rescale"] = "l1" if value else False
+        elif key != "int8_mask":  # int8_mask only saves memory in mergekit
+            raise EvoVLMError(f"{where}: mergekit parameter {key!r} is not supported")
+    recipe = Recipe(method=method, models=specs, base_model=base, target=data.get("target"),
+                    seed=_validate_seed(data.get("seed", 0), where), options=options, dtype=data.get("dtype"), origin="mergekit")
+    _check_recipe(recipe, where)
+    return recipe
+
+
+def to_mergekit(recipe: Recipe) -> str:
+    """The recipe as a mergekit YAML config, when expressible (scalars only, no VLM target)."""
+    for spec in recipe.models:
+        if isinstance(spec.weight, dict) or isinstance(spec.density, dict):
+            raise EvoVLMError(f"per-layer-group values ({spec.model}) are not expressible as a mergekit config")
+    if recipe.target and recipe.target != recipe.base_model:
+        raise EvoVLMError("a separate 'target' (e.g. merging into a VLM's language tower) "
+                          "is not expressible as a mergekit config")
+    models = []
+    for spec in recipe.models:
+        params: dict[str, float] = {"weight": spec.weight}
+        if METHODS[recipe.method].uses_density:
+            params["density"] = spec.density
+        models.append({"model": spec.model, "parameters": params})
+    data: dict[str, Any] = {"merge_method": recipe.method}
+    if recipe.base_model:
+        data["base_model"] = recipe.base_model
+    data["models"] = models
+    parameters = {key: recipe.options[key] for key in ("normalize", "lambda") if key in recipe.options}
+    if recipe.options.get("rescale") is False:
+        parameters["rescale"] = False
+    if parameters:
+        data["parameters"] = parameters
+    if recipe.dtype:
+        data["dtype"] = recipe.dtype
+    header = "# Exported by evovlm.\n"
+    if METHODS[recipe.method].random and recipe.origin != "mergekit":
+        header += ("# Note: EvoVLM's DARE rescales kept entries by 1/density; mergekit rescales to the L1 norm,\n"
+                   "# and draws its own random masks, so results differ slightly.\n")
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def recipe_summary(recipe: Recipe) -> Mapping[str, Any]:
+    return {"method": recipe.method, "base_model": recipe.base_model, "target": recipe.target_ref(),
+            "models": [s.model for s in recipe.models]}
