@@ -640,3 +640,16 @@ def test_methods_do_not_modify_bf16_inputs():
         METHODS[name].fn(base, sources, [1.0, 0.5], [1.0, 1.0], seeds=[1, 2])
     assert torch.equal(base, T(1, 1, 1, 1).bfloat16())
     assert torch.equal(sources[0], T(2, 0, 1, 3).bfloat16())
+
+
+def test_ties_selection_keeps_small_agreeing_values_exact():
+    """The elected sum is selected exactly, not computed as n + s * (p - n), which rounds."""
+    from evovlm.merge.methods import ties
+
+    base = torch.zeros(2)
+    small_positive = torch.tensor([1e-8, -1.0])
+    large_negative = torch.tensor([-1e-9, 1e-8])
+    merged = ties(base, [small_positive, large_negative], [1.0, 1.0], [1.0, 1.0], normalize=False)
+    # entry 0: mass 1e-8 - 1e-9 > 0 elects +, only 1e-8 agrees; entry 1: mass < 0 elects -, only -1.0 agrees
+    assert merged[0].item() == torch.tensor(1e-8).item()
+    assert merged[1].item() == -1.0

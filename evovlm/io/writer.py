@@ -3,6 +3,10 @@
 Everything goes into a hidden temporary directory beside the destination, which is
 renamed into place only when the whole checkpoint is complete. A failure (an exception,
 Ctrl-C) removes the temporary directory, so no half-written model is ever left behind.
+
+Shards are serialised in the caller's thread and written to disk by a background thread
+(file writes release the GIL, safetensors' own ``save_file`` does not), so writing one
+shard overlaps with merging the next. At most one shard is in flight.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -44,7 +49,7 @@ class ShardedCheckpointWriter:
     Use as a context manager; call :meth:`commit` at the end of the ``with`` body.
     """
 
-    def __init__(self, out_dir: str | Path, *, max_shard_bytes: int = 2 * 10**9, overwrite: bool = False) -> None:
+    def __init__(self, out_dir: str | Path, *, max_shard_bytes: int = 10**9, overwrite: bool = False) -> None:
         self.out_dir = Path(out_dir).expanduser().resolve()
         self.max_shard_bytes = max_shard_bytes
         if self.out_dir.exists() and not overwrite:
@@ -57,6 +62,8 @@ class ShardedCheckpointWriter:
         self._shards: list[list[str]] = []  # tensor names per written shard
         self._total_bytes = 0
         self.tmp_dir: Path | None = None
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._in_flight: Future | None = None
 
     def __enter__(self) -> "ShardedCheckpointWriter":
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +71,7 @@ class ShardedCheckpointWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        self._io.shutdown(wait=True)  # never delete files a write is still using
         if self.tmp_dir is not None and self.tmp_dir.exists():
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
@@ -76,14 +84,21 @@ class ShardedCheckpointWriter:
         self._pending_bytes += size
 
     def _flush(self) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         assert self.tmp_dir is not None, "use the writer as a context manager"
         index = len(self._shards)
-        save_file(self._pending, str(self.tmp_dir / f"shard-{index:05d}.tmp"), metadata={"format": "pt"})
+        payload = save(self._pending, metadata={"format": "pt"})
+        self._wait_for_write()
+        self._in_flight = self._io.submit((self.tmp_dir / f"shard-{index:05d}.tmp").write_bytes, payload)
         self._shards.append(list(self._pending))
         self._total_bytes += self._pending_bytes
         self._pending, self._pending_bytes = {}, 0
+
+    def _wait_for_write(self) -> None:
+        if self._in_flight is not None:
+            self._in_flight.result()  # re-raises a failed write (e.g. disk full)
+            self._in_flight = None
 
     # -- other files ---------------------------------------------------------------
     def write_text(self, name: str, text: str) -> None:
@@ -103,6 +118,7 @@ class ShardedCheckpointWriter:
         assert self.tmp_dir is not None
         if self._pending or not self._shards:
             self._flush()
+        self._wait_for_write()
         count = len(self._shards)
         weight_map: dict[str, str] = {}
         for index, names in enumerate(self._shards):

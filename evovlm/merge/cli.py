@@ -15,7 +15,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also read *.bin/*.pt weights (loaded with torch.load(weights_only=True))")
     parser.add_argument("--seed", type=int, help="override the recipe's seed (DARE masks)")
     parser.add_argument("--dtype", help="output dtype: bfloat16, float16 or float32 (default: the target's)")
-    parser.add_argument("--shard-size", default="2GB", help="maximum shard size, e.g. 500MB or 5GB (default 2GB)")
+    parser.add_argument("--shard-size", default="1GB", help="maximum shard size, e.g. 500MB or 5GB (default 1GB)")
     parser.add_argument("--workers", type=int, default=1, help="tensors merged in parallel (default 1)")
     parser.add_argument("--to-mergekit", action="store_true", help="print the recipe as a mergekit YAML and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -160,7 +160,7 @@ class MergeJob:
 
 
 def merge_checkpoints(recipe: Recipe, out_dir: str | Path, *, allow_pickle: bool = False, overwrite: bool = False,
-                      max_shard_bytes: int = 2 * 10**9, workers: int = 1, progress: bool = True) -> Path:
+                      max_shard_bytes: int = 10**9, workers: int = 1, progress: bool = True) -> Path:
     """Merge per ``recipe`` into a new HF checkpoint at ``out_dir``; nothing is left there on failure."""
     from evovlm.io.writer import ShardedCheckpointWriter
     from evovlm.merge.card import model_card

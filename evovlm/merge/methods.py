@@ -146,9 +146,9 @@ def _combine_chunk(base_chunk: torch.Tensor, source_chunks: list[torch.Tensor], 
     for index, chunk in enumerate(source_chunks):
         delta = chunk.float() - base_chunk  # a new tensor: inputs are never modified
         if trimmers[index] is not None:
-            trimmers[index].trim_(delta)
+            delta = trimmers[index].trim(delta)
         if masks[index] is not None:
-            delta.mul_(masks[index][start:stop])
+            delta.mul_(masks[index][start:stop].view(torch.uint8))  # uint8 multiplies ~3x faster than bool
         delta.mul_(scales[index] * float(weights[index]))
         weighted.append(delta)
     if not plan.consensus:
@@ -157,14 +157,25 @@ def _combine_chunk(base_chunk: torch.Tensor, source_chunks: list[torch.Tensor], 
             total.add_(delta)
         divisor = float(sum(weights))
         return total, divisor if abs(divisor) >= 1e-8 else 1.0
-    stacked = torch.stack(weighted)
-    elected = torch.where(stacked.sum(0) >= 0, 1.0, -1.0)
-    agrees = torch.sign(stacked) == elected
-    agree_sum = (stacked * agrees).sum(0)
-    weight_column = torch.tensor([float(w) for w in weights], dtype=torch.float32).unsqueeze(1)
-    divisor = (weight_column * agrees).sum(0)
-    divisor[divisor == 0] = 1.0
-    return agree_sum, divisor
+    # Sign election by summed mass (+ on an exact tie, as mergekit). Everything stays in float
+    # arithmetic: `elect_positive` is 1.0 where the summed mass is >= 0, else 0.0.
+    positive, negative = torch.zeros_like(base_chunk), torch.zeros_like(base_chunk)
+    for delta in weighted:
+        positive.add_(delta.clamp(min=0.0))
+        negative.add_(delta.clamp(max=0.0))
+    elect_positive = torch.sign(positive + negative).add_(1.0).clamp_(max=1.0)
+    elect_negative = 1.0 - elect_positive
+    # Select by 0/1 products, not n + s * (p - n), which would round p - n.
+    agree_sum = positive.mul_(elect_positive).add_(negative.mul_(elect_negative))
+    if not plan.normalize:
+        return agree_sum, 1.0
+    positive_weight, negative_weight = torch.zeros_like(base_chunk), torch.zeros_like(base_chunk)
+    for delta, weight in zip(weighted, weights):
+        signs = torch.sign(delta)
+        positive_weight.add_(signs.clamp(min=0.0), alpha=float(weight))
+        negative_weight.add_(signs.clamp_(max=0.0), alpha=-float(weight))
+    divisor = positive_weight.mul_(elect_positive).add_(negative_weight.mul_(elect_negative))
+    return agree_sum, divisor.add_(divisor.eq(0))  # no agreeing source: divide by 1, as mergekit
 
 
 def _gta(sparsify: str | None, consensus: bool, default_normalize: bool, default_rescale: str | None):

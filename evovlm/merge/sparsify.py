@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 # 16-bit uniform draws: a keep-probability is quantised to 1/65536 (error < 1e-5).
 _U16_LEVELS = 1 << 16
@@ -75,10 +76,13 @@ def _cut_top_k(chunks: Chunks, k: int) -> MagnitudeCut:
         high = part.float().abs().view(torch.int32) >> 16
         high_hist += torch.bincount(high.flatten(), minlength=1 << 15)
     bucket, above = _top_bucket(high_hist, k)
-    low_hist = torch.zeros(1 << 16, dtype=torch.int64)
+    # Level 2 without boolean indexing (slow on CPU): offsets into the bucket, clamped so
+    # entries below/above it land in two sentinel bins that are dropped afterwards.
+    low_hist = torch.zeros((1 << 16) + 2, dtype=torch.int64)
     for part in _passes(chunks):
-        bits = part.float().abs().view(torch.int32).flatten()
-        low_hist += torch.bincount(bits[(bits >> 16) == bucket] & 0xFFFF, minlength=1 << 16)
+        offsets = (part.float().abs().view(torch.int32).flatten() - (bucket << 16)).clamp_(-1, 1 << 16).add_(1)
+        low_hist += torch.bincount(offsets, minlength=(1 << 16) + 2)
+    low_hist = low_hist[1:-1]
     low, above_in_bucket = _top_bucket(low_hist, k - above)
     threshold = torch.tensor([(bucket << 16) | low], dtype=torch.int32).view(torch.float32).item()
     if threshold == 0.0:
@@ -87,26 +91,40 @@ def _cut_top_k(chunks: Chunks, k: int) -> MagnitudeCut:
 
 
 class MagnitudeTrimmer:
-    """Applies a :class:`MagnitudeCut` chunk by chunk, in flat order (tie state carries over)."""
+    """Applies a :class:`MagnitudeCut` chunk by chunk, in flat order (tie state carries over).
+
+    Uses ``hardshrink`` (pure float arithmetic) rather than boolean masks, which are
+    several times slower on CPU; only the one chunk where the tie quota runs out needs a mask.
+    """
 
     def __init__(self, cut: MagnitudeCut) -> None:
         self.cut = cut
         self.ties_left = cut.ties_kept
+        threshold = torch.tensor(cut.threshold, dtype=torch.float32)
+        # hardshrink keeps |x| > lambd: lambd just below t keeps |x| >= t.
+        self._below = float(torch.nextafter(threshold, torch.tensor(0.0)))
 
-    def trim_(self, chunk: torch.Tensor) -> torch.Tensor:
-        """Zero, in place, the entries of this chunk that the cut drops."""
-        if self.cut is KEEP_ALL:
+    def trim(self, chunk: torch.Tensor) -> torch.Tensor:
+        """The chunk with the entries the cut drops set to zero (a new tensor unless all are kept)."""
+        cut = self.cut
+        if cut is KEEP_ALL:
             return chunk
+        if cut is KEEP_NONE:
+            return torch.zeros_like(chunk)
+        if cut.keeps_all_ties:
+            return F.hardshrink(chunk, self._below)
+        if self.ties_left == 0:  # the quota of tied entries is used up: ties go too
+            return F.hardshrink(chunk, cut.threshold)
         magnitude = chunk.abs()
-        if self.cut.keeps_all_ties:
-            return chunk.masked_fill_(magnitude < self.cut.threshold, 0.0)
-        ties = magnitude == self.cut.threshold
-        drop = magnitude < self.cut.threshold
+        ties = magnitude == cut.threshold
+        ties_here = int(ties.sum())
+        if ties_here <= self.ties_left:  # every tie in this chunk fits the quota
+            self.ties_left -= ties_here
+            return F.hardshrink(chunk, self._below)
         tie_rank = torch.cumsum(ties.flatten(), 0).view_as(ties)
-        drop |= ties & (tie_rank > self.ties_left)
-        ties_here = int(tie_rank.flatten()[-1]) if tie_rank.numel() else 0
-        self.ties_left = max(0, self.ties_left - ties_here)
-        return chunk.masked_fill_(drop, 0.0)
+        drop = (magnitude < cut.threshold) | (ties & (tie_rank > self.ties_left))
+        self.ties_left = 0
+        return chunk.masked_fill(drop, 0.0)
 
 
 def kth_largest_magnitude(chunks: Chunks, k: int) -> float:
