@@ -13,7 +13,6 @@ Batched generation must reproduce one-by-one ``generate`` exactly, so:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -88,13 +87,9 @@ def pick_device_dtype(device: str | None = None, dtype: str | None = None) -> tu
 
 def is_vlm_dir(path: str | Path) -> bool:
     """True when the checkpoint's config.json describes a Llava-family VLM."""
-    config_file = Path(path) / "config.json"
-    if not config_file.is_file():
-        raise EvoVLMError(f"{path} holds no config.json: not a transformers model directory")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise EvoVLMError(f"{config_file} is not valid JSON: {exc}") from None
+    from evovlm.io.checkpoint import read_model_config
+
+    config = read_model_config(path)
     return config.get("model_type") in VLM_MODEL_TYPES or "vision_config" in config
 
 

@@ -22,6 +22,17 @@ _DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "
            "BOOL": torch.bool}
 
 
+def read_model_config(path: str | Path, ref: str | None = None) -> dict:
+    """The ``config.json`` of a model directory, or a clear error."""
+    config_path = Path(path) / "config.json"
+    if not config_path.is_file():
+        raise EvoVLMError(f"{ref or path}: no config.json in {path}; not a Hugging Face model directory")
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvoVLMError(f"{config_path}: not valid JSON ({exc})") from None
+
+
 class Checkpoint:
     """A model directory whose tensors are read on demand.
 
@@ -40,13 +51,7 @@ class Checkpoint:
 
     # -- discovery ---------------------------------------------------------------
     def _read_config(self) -> dict:
-        config_path = self.path / "config.json"
-        if not config_path.is_file():
-            raise EvoVLMError(f"{self.ref}: no config.json in {self.path}; not a Hugging Face model directory")
-        try:
-            return json.loads(config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise EvoVLMError(f"{config_path}: not valid JSON ({exc})") from None
+        return read_model_config(self.path, self.ref)
 
     def _index_weights(self, allow_pickle: bool) -> None:
         safe_files = sorted(p.name for p in self.path.glob("*.safetensors"))
