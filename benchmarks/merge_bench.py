@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -117,7 +118,7 @@ def run_one(work_dir: Path, job: str, workers: int) -> dict:
                for i, w, d in ((1, 0.5, 0.5), (2, 0.3, 0.4), (3, 0.7, 0.6))]
     method = "task_arithmetic" if job == "in-memory re-merge" else job
     recipe = recipe_from_dict({"method": method, "base_model": str(work_dir / "base"), "models": sources, "seed": 1})
-    source_bytes = 4 * sum(2 * _numel(shape) for shape in _tensor_shapes().values())
+    source_bytes = 4 * sum(2 * math.prod(shape) for shape in _tensor_shapes().values())
     with _AnonPeak() as anon:
         if job == "in-memory re-merge":
             import torch
@@ -144,13 +145,6 @@ def run_one(work_dir: Path, job: str, workers: int) -> dict:
             "anon_gb": anon.peak_kb / 1e6}
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/evovlm-merge-bench"))
@@ -162,8 +156,8 @@ def main() -> None:
         print(json.dumps(run_one(args.work_dir, args.run_one, args.workers)))
         return
     build_models(args.work_dir)
-    model_gb = sum(2 * _numel(shape) for shape in _tensor_shapes().values()) / 1e9
-    params = sum(_numel(shape) for shape in _tensor_shapes().values())
+    model_gb = sum(2 * math.prod(shape) for shape in _tensor_shapes().values()) / 1e9
+    params = sum(math.prod(shape) for shape in _tensor_shapes().values())
     print(f"\n{params / 1e6:.0f}M parameters per model, {model_gb:.2f} GB in bf16; 1 base + 3 sources; "
           f"workers={args.workers}\n")
     print(f"| {'job':<20} | {'seconds':>8} | {'target':>7} | {'GB/s read':>9} | {'peak RSS GB':>11} | "

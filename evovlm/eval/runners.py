@@ -145,6 +145,9 @@ class BaseRunner:
     """
 
     kind = "?"
+    # transformers Auto classes that load this runner's model and its tokenizer/processor
+    auto_model = ""
+    auto_preprocessor = ""
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str | None = None):
         self.model = model.eval()
@@ -153,6 +156,15 @@ class BaseRunner:
         if tokenizer.pad_token_id is None:  # left padding needs a pad id; eos is the usual stand-in
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None) -> "BaseRunner":
+        import transformers
+
+        dev, torch_dtype = pick_device_dtype(device, dtype)
+        preprocessor = _load(getattr(transformers, cls.auto_preprocessor), path)
+        model = _load(getattr(transformers, cls.auto_model), path, dtype=torch_dtype)
+        return cls(model.to(dev), preprocessor, name=str(path))
 
     @property
     def device(self) -> torch.device:
@@ -256,15 +268,8 @@ class CausalLMRunner(BaseRunner):
     """AutoModelForCausalLM + AutoTokenizer."""
 
     kind = "causal-lm"
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None) -> CausalLMRunner:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        dev, torch_dtype = pick_device_dtype(device, dtype)
-        tokenizer = _load(AutoTokenizer, path)
-        model = _load(AutoModelForCausalLM, path, dtype=torch_dtype)
-        return cls(model.to(dev), tokenizer, name=str(path))
+    auto_model = "AutoModelForCausalLM"
+    auto_preprocessor = "AutoTokenizer"
 
     def _batch_inputs(self, prompts: list[str], images: list[Any] | None, add_special_tokens: bool) -> dict:
         if images is not None:
@@ -276,6 +281,8 @@ class VLMRunner(BaseRunner):
     """Llava / LlavaNext: AutoModelForImageTextToText + AutoProcessor. Text-only prompts work too."""
 
     kind = "vlm"
+    auto_model = "AutoModelForImageTextToText"
+    auto_preprocessor = "AutoProcessor"
 
     def __init__(self, model: Any, processor: Any, *, name: str | None = None):
         self.processor = processor
@@ -284,15 +291,6 @@ class VLMRunner(BaseRunner):
     @property
     def image_token(self) -> str:
         return getattr(self.processor, "image_token", None) or prompts.IMAGE_PLACEHOLDER
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None) -> VLMRunner:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        dev, torch_dtype = pick_device_dtype(device, dtype)
-        processor = _load(AutoProcessor, path)
-        model = _load(AutoModelForImageTextToText, path, dtype=torch_dtype)
-        return cls(model.to(dev), processor, name=str(path))
 
     def render(self, questions: Sequence[str], template: str, *, with_image: bool = False) -> list[str]:
         token = self.image_token if with_image else None

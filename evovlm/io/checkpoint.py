@@ -17,9 +17,7 @@ from evovlm.io.resolve import resolve_model_path
 
 SAFE_INDEX = "model.safetensors.index.json"
 PICKLE_INDEX = "pytorch_model.bin.index.json"
-_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool}
+
 
 
 def read_model_config(path: str | Path, ref: str | None = None) -> dict:
@@ -123,20 +121,11 @@ class Checkpoint:
     def keys(self) -> list[str]:
         return list(self._files)
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._files
-
     def shape(self, key: str) -> tuple[int, ...]:
         file_name = self._files[key]
         if self.is_pickle:
             return tuple(self._load_pickle(file_name)[key].shape)
         return tuple(self._open(file_name).get_slice(key).get_shape())
-
-    def dtype(self, key: str) -> torch.dtype:
-        file_name = self._files[key]
-        if self.is_pickle:
-            return self._load_pickle(file_name)[key].dtype
-        return _DTYPES[self._open(file_name).get_slice(key).get_dtype()]
 
     def get(self, key: str) -> torch.Tensor:
         """Read one tensor (a private copy, safe to modify)."""
@@ -150,15 +139,6 @@ class Checkpoint:
         except Exception as exc:
             raise EvoVLMError(f"{self.path / file_name}: cannot read tensor {key!r}, corrupt file? ({exc})") from None
 
-    def nbytes(self) -> int:
-        return sum(_numel(self.shape(k)) * torch.empty((), dtype=self.dtype(k)).element_size() for k in self._files)
-
     def __repr__(self) -> str:
         return f"Checkpoint({self.ref!r}, {len(self._files)} tensors)"
 
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 import yaml
 
@@ -300,7 +300,3 @@ def to_mergekit(recipe: Recipe) -> str:
                    "# and draws its own random masks, so results differ slightly.\n")
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
-
-def recipe_summary(recipe: Recipe) -> Mapping[str, Any]:
-    return {"method": recipe.method, "base_model": recipe.base_model, "target": recipe.target_ref(),
-            "models": [s.model for s in recipe.models]}

@@ -9,6 +9,7 @@ or parallelism in which tensors are merged.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Union
 
@@ -163,7 +164,5 @@ def dare_keep_mask(numel: int, density: float, seed: int) -> torch.Tensor:
 
 def tensor_seed(recipe_seed: int, tensor_name: str, source_index: int) -> int:
     """A 64-bit seed for one (tensor, source) pair, stable across runs and platforms."""
-    import zlib
-
     sequence = np.random.SeedSequence([recipe_seed, zlib.crc32(tensor_name.encode()), source_index])
     return int(sequence.generate_state(1, dtype=np.uint64)[0])
