@@ -1,7 +1,15 @@
-"""Gradio demo (placeholder until the app issue lands): `python app.py`."""
+"""EvoVLM Gradio demo for Hugging Face Spaces: `python app.py [--models FILE] [--host H] [--port P]`.
 
+A thin entry point; the app lives in evovlm/app (also started by `evovlm demo`).
+"""
+
+import os
 import sys
 
+# Set before gradio is imported anywhere: the demo never calls out.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
 if __name__ == "__main__":
-    print("The EvoVLM Gradio app is not built yet; see README.md for the CLI (`evovlm merge|eval|score`).")
-    sys.exit(0)
+    from evovlm.app.cli import main
+
+    sys.exit(main())

@@ -17,8 +17,11 @@ from evovlm.errors import EvoVLMError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("evovlm.merge.cli", "merge checkpoints from a recipe (own format or mergekit YAML)"),
+    "evolve": ("evovlm.evolve.cli", "evolve a merge with CMA-ES: parameter space, data-flow space, or both"),
     "eval": ("evovlm.eval.cli_eval", "generate with a model on a benchmark and score it"),
     "score": ("evovlm.eval.cli_score", "score predictions produced elsewhere (JSONL)"),
+    "zoo": ("evovlm.zoo.cli", "build the miniature zoo of tiny trained models"),
+    "demo": ("evovlm.app.cli", "start the Gradio demo"),
 }
 
 

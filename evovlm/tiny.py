@@ -22,12 +22,12 @@ _CHARS = ([chr(c) for c in range(32, 127)] + [chr(c) for c in range(0x3041, 0x30
           + ["\n", "。", "、", "？", "！", "「", "」"])
 
 
-def tiny_tokenizer():
-    """A char-level fast tokenizer with bos/eos/pad and an <image> token."""
+def tiny_tokenizer(extra_chars: str = ""):
+    """A char-level fast tokenizer with bos/eos/pad and an <image> token (plus ``extra_chars``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {token: index for index, token in enumerate(_SPECIALS + list(dict.fromkeys(_CHARS)))}
+    vocab = {token: index for index, token in enumerate(_SPECIALS + list(dict.fromkeys(_CHARS + list(extra_chars))))}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     backend.decoder = decoders.Fuse()

@@ -16,6 +16,8 @@ from evovlm.eval.metrics import (
     mgsm_sample,
     parse_number,
     rouge_ja_sample,
+    content_correct,
+    is_pure_japanese,
     score_mgsm,
     score_rouge_ja,
 )
@@ -192,13 +194,15 @@ def test_parse_number_for_golds():
 
 def test_acc_versus_acc_ja():
     english = mgsm_sample(18, "Janet makes 9 * 2 = 18 dollars. The answer is 18.")
-    assert english == {"extracted": 18.0, "correct": True, "is_ja": False, "correct_ja": False}
+    assert english == {"extracted": 18.0, "correct": True, "is_ja": False, "correct_ja": False,
+                       "is_pure": False, "correct_pure": False}
     japanese = mgsm_sample("18", "ジャネットは毎日9個を2ドルで売るので、答えは18ドルです。")
     assert japanese["correct"] and japanese["is_ja"] and japanese["correct_ja"]
     wrong = mgsm_sample("2,125", "答えは125個です。")
     assert not wrong["correct"] and not wrong["correct_ja"]
     empty = mgsm_sample(18, "")
-    assert empty == {"extracted": None, "correct": False, "is_ja": False, "correct_ja": False}
+    assert empty == {"extracted": None, "correct": False, "is_ja": False, "correct_ja": False,
+                     "is_pure": False, "correct_pure": False}
 
     replies = ["The answer is 18.", "答えは18です。", "答えは125個です。"]
     summary, samples = score_mgsm([18, 18, "2,125"], replies)
@@ -206,7 +210,41 @@ def test_acc_versus_acc_ja():
     assert [s["correct_ja"] for s in samples] == [False, True, False]
     assert summary["acc"] == pytest.approx(200 / 3)  # percent, like the paper's tables
     assert summary["acc_ja"] == pytest.approx(100 / 3)
+    assert summary["acc_pure"] == pytest.approx(100 / 3)
     assert summary["n"] == 3
+
+
+def test_pure_variant_rejects_code_switching_and_bare_symbols():
+    assert is_pure_japanese("3+5=8。答えは8です。")
+    assert not is_pure_japanese("3+5=8. 答えはeightです。")  # a Latin letter anywhere
+    assert not is_pure_japanese("3+5=8。")  # no kana or kanji: not a Japanese sentence
+    assert is_pure_japanese("ＡＢ") is False  # full-width Latin counts as Latin
+    switched = mgsm_sample(9, "The answer is 9.答えは9です。")
+    assert switched["correct"] and not switched["correct_pure"]
+    pure = mgsm_sample(8, "3+5=8。答えは8です。")
+    assert pure["correct_ja"] and pure["is_pure"] and pure["correct_pure"]
+    # the paper's language check alone accepts a bare equation with a Japanese full stop
+    bare = mgsm_sample(8, "3+5=8。")
+    assert bare["correct_ja"] and not bare["correct_pure"]
+
+
+def test_content_scoring_needs_the_right_value_and_no_wrong_one():
+    assert content_correct("答えは赤です。", ["赤", "red"], ["青", "blue"])
+    assert not content_correct("答えは赤か青です。", ["赤"], ["青"])  # hedging over values fails
+    assert content_correct("The answer is red.", ["赤", "red"], ["青", "blue"])
+    assert content_correct("答えは3です。", ["3"], ["1", "13"])
+    assert not content_correct("答えは13です。", ["3"], ["1", "2"])  # "3" inside "13" is not a mention
+    refs = ["答えは赤です。", "答えは3です。", "答えは青です。"]
+    preds = ["答えは赤です。", "The answer is 3.", "答えは緑です。"]
+    contents = [{"accepted": ["赤", "red"], "wrong": ["青", "緑"]}, {"accepted": ["3"], "wrong": ["2", "4"]},
+                {"accepted": ["青", "blue"], "wrong": ["赤", "緑"]}]
+    summary, samples = score_rouge_ja(refs, preds, contents=contents, n_resamples=50)
+    assert [s["content"] for s in samples] == [True, True, False]
+    assert [s["content_ja"] for s in samples] == [True, False, False]  # English reply: content, not ja
+    assert summary["content"] == pytest.approx(200 / 3) and summary["content_ja"] == pytest.approx(100 / 3)
+    # the Japanese-shaped wrong answer gets ROUGE credit but no content credit
+    assert samples[2]["rougeL_ja"] > 0 and not samples[2]["content"]
+    assert "content" not in score_rouge_ja(refs, preds, n_resamples=50)[0]
 
 
 # --- aggregation ---------------------------------------------------------------------

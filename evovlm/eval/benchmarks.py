@@ -27,7 +27,7 @@ from evovlm.errors import EvoVLMError
 from evovlm.eval import prompts
 from evovlm.eval.runners import GenerationSettings
 
-KIND_METRIC = {"math": "mgsm", "vqa": "rouge-ja"}
+KIND_METRIC = {"math": "mgsm", "vqa": "rouge-ja", "qa": "rouge-ja"}  # qa: text questions, free-form answers
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 MGSM_DEFAULTS = GenerationSettings(
@@ -41,19 +41,23 @@ VQA_DEFAULTS = GenerationSettings(
 
 @dataclass
 class Sample:
-    """One question. ``image`` is a PIL image or a path; ``image_ref`` is what results record."""
+    """One question. ``image`` is a PIL image or a path; ``image_ref`` is what results record.
+
+    ``content`` (optional, VQA): ``{"accepted": [...], "wrong": [...]}`` values for content scoring.
+    """
 
     id: str
     question: str
     reference: str
     image: Any = None
     image_ref: str | None = None
+    content: dict | None = None
 
 
 @dataclass
 class Benchmark:
     name: str
-    kind: str  # "math" (scored with mgsm) or "vqa" (scored with rouge-ja)
+    kind: str  # "math" (scored with mgsm), "vqa" (images, rouge-ja) or "qa" (text, rouge-ja)
     samples: list[Sample]
     generation: GenerationSettings
     split: str | None = None
@@ -96,7 +100,16 @@ def register_benchmark(name: str, loader: BenchmarkLoader, *, description: str =
     _REGISTRY[key] = (loader, description)
 
 
+def _load_plugins() -> None:
+    # The zoo's generated benchmarks register themselves; imported late to avoid an import cycle.
+    from evovlm.zoo import benchmarks as zoo_benchmarks
+
+    if "zoo-mgsm-ja" not in _REGISTRY:
+        zoo_benchmarks.register()
+
+
 def list_benchmarks() -> list[str]:
+    _load_plugins()
     return sorted(_REGISTRY)
 
 
@@ -114,6 +127,7 @@ def load_benchmark(
 ) -> Benchmark:
     """Load benchmark ``name``; ``path`` overrides where its data is read from."""
     key = name.lower()
+    _load_plugins()
     if key not in _REGISTRY:
         raise EvoVLMError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(list_benchmarks())}")
     if limit is not None and limit < 1:

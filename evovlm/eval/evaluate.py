@@ -46,11 +46,15 @@ SAMPLE_FIELDS: dict[str, str] = {
     "extracted": "mgsm: number read from the response",
     "correct": "mgsm: extracted == gold",
     "correct_ja": "mgsm: correct and Japanese",
+    "is_pure": "mgsm: Japanese with no Latin letter and some kana/kanji",
+    "correct_pure": "mgsm: correct and pure Japanese",
     "rouge1": "rouge-ja: ROUGE-1 F x100",
     "rouge2": "rouge-ja: ROUGE-2 F x100",
     "rougeL": "rouge-ja: ROUGE-L F x100",
     "rougeL_ja": "rouge-ja: ROUGE-L with non-Japanese replies to Japanese references scored 0",
     "ref_is_ja": "rouge-ja: reference judged Japanese",
+    "content": "rouge-ja with content specs: names the right value and no wrong one",
+    "content_ja": "rouge-ja with content specs: content and Japanese",
 }
 
 
@@ -112,8 +116,11 @@ def evaluate(
     responses = runner.answer([s.question for s in samples], settings,
                               images=[s.image for s in samples] if with_images else None, progress=progress)
     generated = time.perf_counter()
+    extra = {}
+    if benchmark.metric == "rouge-ja" and any(s.content for s in samples):
+        extra["contents"] = [s.content for s in samples]
     summary, scored = METRICS[benchmark.metric]([s.reference for s in samples], responses,
-                                                bootstrap_seed=bootstrap_seed, n_resamples=n_resamples)
+                                                bootstrap_seed=bootstrap_seed, n_resamples=n_resamples, **extra)
     scored_at = time.perf_counter()
 
     config = settings.to_dict()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -24,7 +25,9 @@ from evovlm.eval.numparse import extract_answer, extract_answer_legacy, parse_nu
 __all__ = [
     "METRICS",
     "extract_answer",
+    "content_correct",
     "extract_answer_legacy",
+    "is_pure_japanese",
     "mean_and_ci",
     "mgsm_sample",
     "parse_number",
@@ -37,6 +40,8 @@ _ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 _JA_THRESHOLD = 0.5
 _CONFIDENCE = 0.95
 _ABS_TOL = 1e-6  # "18.00" == 18; answers are integers or short decimals
+_LATIN = re.compile(r"[A-Za-zＡ-Ｚａ-ｚ]")
+_KANA_KANJI = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]")
 _RESAMPLE_CHUNK = 100  # bounds bootstrap memory to chunk x n indices
 
 
@@ -116,17 +121,44 @@ def rouge_ja_sample(reference: str, prediction: str) -> dict:
     return record
 
 
+def _mentions(text: str, value: str) -> bool:
+    if value.isdigit():  # "3" must not be found inside "13"
+        return re.search(rf"(?<!\d){re.escape(value)}(?!\d)", text) is not None
+    return value.lower() in text.lower()
+
+
+def content_correct(prediction: str, accepted: Sequence[str], wrong: Sequence[str]) -> bool:
+    """The reply names an accepted value and none of the wrong ones (listing every colour fails)."""
+    return any(_mentions(prediction, value) for value in accepted) and not any(
+        _mentions(prediction, value) for value in wrong)
+
+
 def score_rouge_ja(
     references: Sequence[str],
     predictions: Sequence[str],
     *,
+    contents: Sequence[dict | None] | None = None,
     bootstrap_seed: int = 0,
     n_resamples: int = 1000,
 ) -> tuple[dict, list[dict]]:
-    """Corpus ROUGE-ja: (summary with rouge1/rouge2/rougeL/rougeL_ja + CIs, per-sample records)."""
+    """Corpus ROUGE-ja: (summary with rouge1/rouge2/rougeL/rougeL_ja + CIs, per-sample records).
+
+    ``contents`` optionally gives each sample's ``{"accepted": [...], "wrong": [...]}`` values
+    (e.g. the right and wrong colours, in any language). Then ``content`` (the reply names the
+    right value and no wrong one) and ``content_ja`` (the same, in a Japanese reply) are scored too:
+    ROUGE alone rewards a reply that is merely Japanese-shaped.
+    """
     _check_lengths("references", references, predictions)
     samples = [rouge_ja_sample(ref, pred) for ref, pred in zip(references, predictions)]
-    columns = {name: [s[name] for s in samples] for name in ("rouge1", "rouge2", "rougeL", "rougeL_ja")}
+    names = ["rouge1", "rouge2", "rougeL", "rougeL_ja"]
+    if contents is not None:
+        _check_lengths("content specs", contents, predictions)
+        if all(spec is not None for spec in contents):
+            for record, prediction, spec in zip(samples, predictions, contents):
+                record["content"] = content_correct(prediction, spec["accepted"], spec.get("wrong", ()))
+                record["content_ja"] = record["content"] and record["pred_is_ja"]
+            names += ["content", "content_ja"]
+    columns = {name: [100.0 * s[name] if isinstance(s[name], bool) else s[name] for s in samples] for name in names}
     return _summarise(columns, seed=bootstrap_seed, n_resamples=n_resamples), samples
 
 
@@ -144,17 +176,26 @@ def _gold_value(gold: str | float) -> float:
     return value
 
 
+def is_pure_japanese(text: str) -> bool:
+    """No Latin letter at all, and at least one kana or kanji (digits and symbols are neutral)."""
+    return _LATIN.search(text) is None and _KANA_KANJI.search(text) is not None
+
+
 def mgsm_sample(gold: str | float, prediction: str) -> dict:
-    """Score one MGSM reply: ``{"extracted", "correct", "is_ja", "correct_ja"}``.
+    """Score one MGSM reply: ``{"extracted", "correct", "is_ja", "correct_ja", "is_pure", "correct_pure"}``.
 
     ``correct``: the extracted final number equals the gold (within 1e-6).
     ``correct_ja`` also needs the reply to be Japanese, P(ja) > 0.5 (strict, as in the paper).
+    ``correct_pure`` is stricter still: a Japanese reply with no Latin letter anywhere, so a
+    code-switched "The answer is 9.答え" cannot pass.
     """
     gold_value = _gold_value(gold)
     extracted = extract_answer(prediction)
     correct = extracted is not None and math.isclose(extracted, gold_value, rel_tol=1e-9, abs_tol=_ABS_TOL)
     is_ja = prob_japanese(prediction) > _JA_THRESHOLD
-    return {"extracted": extracted, "correct": correct, "is_ja": is_ja, "correct_ja": correct and is_ja}
+    is_pure = is_ja and is_pure_japanese(prediction)
+    return {"extracted": extracted, "correct": correct, "is_ja": is_ja, "correct_ja": correct and is_ja,
+            "is_pure": is_pure, "correct_pure": correct and is_pure}
 
 
 def score_mgsm(
@@ -170,6 +211,7 @@ def score_mgsm(
     columns = {
         "acc": [100.0 * s["correct"] for s in samples],
         "acc_ja": [100.0 * s["correct_ja"] for s in samples],
+        "acc_pure": [100.0 * s["correct_pure"] for s in samples],
     }
     return _summarise(columns, seed=bootstrap_seed, n_resamples=n_resamples), samples
 

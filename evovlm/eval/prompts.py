@@ -31,11 +31,15 @@ LLAVA_MISTRAL = "[INST] {input} [/INST]"
 
 PLAIN = "{input}"
 
+# The miniature zoo's own short format (char-level models: every prompt character costs a token).
+ZOO_QA = "Q: {input}\nA:"
+
 TEMPLATES: dict[str, str] = {
     "ja-alpaca-cot": JA_ALPACA_COT,
     "ja-shisa-vqa": JA_SHISA_VQA,
     "llava-mistral": LLAVA_MISTRAL,
     "plain": PLAIN,
+    "zoo-qa": ZOO_QA,
 }
 # Not a string: render through the tokenizer's own chat template.
 CHAT = "chat"

@@ -1,0 +1,281 @@
+"""The demo's model list and settings: the shipped ``models.yaml`` or an override, plus availability.
+
+Availability is checked without loading anything (and without importing torch), so the app starts
+in seconds even when a listed model is a 7B checkpoint or does not exist yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evovlm.errors import EvoVLMError
+
+SHIPPED_MODELS = Path(__file__).with_name("models.yaml")
+ENV_MODELS = "EVOVLM_APP_MODELS"
+KINDS = ("vlm", "llm")
+TASKS = ("vqa", "chat")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_new_tokens: int = 1024
+    max_beams: int = 8
+    max_question_chars: int = 2000
+    max_turns: int = 8
+    max_image_side: int = 2048
+    max_image_pixels: int = 50_000_000
+
+
+@dataclass(frozen=True)
+class GenDefaults:
+    template: str = "plain"
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 512
+
+
+DEFAULT_GENERATION = {
+    "vqa": GenDefaults(template="ja-shisa-vqa", num_beams=5, repetition_penalty=1.5, max_new_tokens=512),
+    "chat": GenDefaults(template="auto", num_beams=1, repetition_penalty=1.0, max_new_tokens=512),
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str          # label in the UI, unique
+    ref: str           # local dir, zoo:NAME or HF repo id
+    kind: str          # "vlm" or "llm" (as listed; the checkpoint's config wins once resolvable)
+    description: str = ""
+    template: str | None = None  # this model's own prompt template, used when the UI says "model default"
+    max_new_tokens: int | None = None  # a cap for this model (tiny zoo models answer in a few dozen tokens)
+
+
+@dataclass
+class Availability:
+    ok: bool
+    path: Path | None = None
+    kind: str | None = None
+    reason: str = ""
+    downloadable: bool = False  # not local, but may be fetched on first use (--download)
+
+
+@dataclass
+class AppConfig:
+    models: list[ModelEntry]
+    defaults: dict[str, list[str]] = field(default_factory=dict)
+    generation: dict[str, GenDefaults] = field(default_factory=lambda: dict(DEFAULT_GENERATION))
+    limits: Limits = field(default_factory=Limits)
+    max_resident: int = 2
+    source: str = ""
+
+    def entry(self, name: str) -> ModelEntry | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+def _overlay(base: Any, data: Any, where: str) -> Any:
+    """``base`` (a frozen dataclass) with the keys of ``data`` applied, each cast to the field's type."""
+    if data is None:
+        return base
+    if not isinstance(data, dict):
+        raise EvoVLMError(f"{where}: expected a mapping")
+    known = {f.name for f in fields(base)}
+    unknown = set(data) - known
+    if unknown:
+        raise EvoVLMError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    values = {}
+    for key, value in data.items():
+        default = getattr(base, key)
+        try:
+            values[key] = type(default)(value)
+        except (TypeError, ValueError):
+            raise EvoVLMError(f"{where}.{key}: expected {type(default).__name__}, got {value!r}") from None
+    return replace(base, **values)
+
+
+def _resolve_ref(ref: str, base_dir: Path) -> str:
+    """Relative local paths are relative to the YAML file; zoo names and repo ids pass through."""
+    if ref.startswith("zoo:") or Path(ref).is_absolute() or ref.startswith("~"):
+        return ref
+    candidate = base_dir / ref
+    return str(candidate.resolve()) if candidate.exists() or ref.startswith(".") else ref
+
+
+def load_config(path: str | os.PathLike | None = None) -> AppConfig:
+    """Read the models YAML: ``path``, else ``$EVOVLM_APP_MODELS``, else the shipped file."""
+    path = Path(path or os.environ.get(ENV_MODELS) or SHIPPED_MODELS).expanduser()
+    if not path.is_file():
+        raise EvoVLMError(f"models file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise EvoVLMError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise EvoVLMError(f"{path}: expected a mapping with a 'models' list")
+    unknown = set(data) - {"models", "defaults", "generation", "limits", "cache"}
+    if unknown:
+        raise EvoVLMError(f"{path}: unknown keys {sorted(unknown)}")
+    raw_models = data.get("models")
+    if not isinstance(raw_models, list) or not raw_models:
+        raise EvoVLMError(f"{path}: 'models' must be a non-empty list")
+    models: list[ModelEntry] = []
+    for index, item in enumerate(raw_models):
+        where = f"{path}: models[{index}]"
+        if isinstance(item, str):
+            item = {"ref": item}
+        if not isinstance(item, dict) or not item.get("ref"):
+            raise EvoVLMError(f"{where} needs a 'ref' (directory, zoo:NAME or HF repo id)")
+        extra = set(item) - {"name", "ref", "kind", "description", "template", "max_new_tokens"}
+        if extra:
+            raise EvoVLMError(f"{where}: unknown keys {sorted(extra)}")
+        kind = str(item.get("kind", "llm"))
+        if kind not in KINDS:
+            raise EvoVLMError(f"{where}: kind must be one of {KINDS}, got {kind!r}")
+        ref = str(item["ref"])
+        name = str(item.get("name") or ref)
+        if any(m.name == name for m in models):
+            raise EvoVLMError(f"{where}: duplicate model name {name!r}")
+        cap = item.get("max_new_tokens")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise EvoVLMError(f"{where}: max_new_tokens must be a positive integer, got {cap!r}")
+        models.append(ModelEntry(name=name, ref=_resolve_ref(ref, path.parent), kind=kind,
+                                 description=str(item.get("description", "")), template=item.get("template"),
+                                 max_new_tokens=cap))
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict) or set(defaults) - set(TASKS):
+        raise EvoVLMError(f"{path}: 'defaults' maps vqa/chat to a list of model names")
+    generation = dict(DEFAULT_GENERATION)
+    for task, values in (data.get("generation") or {}).items():
+        if task not in TASKS:
+            raise EvoVLMError(f"{path}: generation.{task}: use vqa or chat")
+        generation[task] = _overlay(DEFAULT_GENERATION[task], values, f"{path}: generation.{task}")
+    limits = _overlay(Limits(), data.get("limits"), f"{path}: limits")
+    cache = data.get("cache") or {}
+    max_resident = int(cache.get("max_resident", 2)) if isinstance(cache, dict) else 2
+    return AppConfig(models=models, defaults={k: [str(v) for v in (vals or [])] for k, vals in defaults.items()},
+                     generation=generation, limits=limits, max_resident=max(1, max_resident), source=str(path))
+
+
+def _checkpoint_kind(path: Path) -> str | None:
+    """vlm / llm from config.json (read as JSON: no torch import at start-up)."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return "vlm" if config.get("model_type") in {"llava", "llava_next"} or "vision_config" in config else "llm"
+
+
+def _looks_like_repo_id(ref: str) -> bool:
+    return ref.count("/") == 1 and not ref.startswith((".", "/", "~", "zoo:")) and not Path(ref).exists()
+
+
+def check_model(entry: ModelEntry, *, allow_download: bool = False) -> Availability:
+    """Can ``entry`` be loaded? Never raises and never touches the network."""
+    from evovlm.io.resolve import resolve_model_path
+
+    try:
+        path = resolve_model_path(entry.ref)
+    except EvoVLMError as exc:
+        reason = str(exc)
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+        if allow_download and not offline and _looks_like_repo_id(entry.ref):
+            return Availability(ok=True, kind=entry.kind, reason="not cached: downloaded on first use",
+                                downloadable=True)
+        return Availability(ok=False, reason=reason)
+    except Exception as exc:  # a broken cache entry must not stop the app
+        return Availability(ok=False, reason=f"{type(exc).__name__}: {exc}")
+    kind = _checkpoint_kind(path)
+    if kind is None:
+        return Availability(ok=False, path=path, reason=f"{path} has no readable config.json")
+    return Availability(ok=True, path=path, kind=kind)
+
+
+def short_reason(reason: str) -> str:
+    """A few words for a dropdown label; the Models tab shows the full reason."""
+    lowered = reason.lower()
+    if "zoo model" in lowered:
+        return "zoo model not built yet"
+    if "hugging face cache" in lowered:
+        return "not in the local HF cache"
+    if "does not exist" in lowered:
+        return "directory missing"
+    return reason.split(";")[0][:60]
+
+
+class Registry:
+    """The model list with cached availability, re-checked on demand (models can appear later)."""
+
+    def __init__(self, config: AppConfig, *, allow_download: bool = False):
+        self.config = config
+        self.allow_download = allow_download
+        self._lock = threading.Lock()
+        self._status: dict[str, Availability] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        status = {m.name: check_model(m, allow_download=self.allow_download) for m in self.config.models}
+        with self._lock:
+            self._status = status
+
+    def status(self, name: str, *, recheck: bool = False) -> Availability:
+        entry = self.config.entry(name)
+        if entry is None:
+            return Availability(ok=False, reason=f"unknown model {name!r}: not in {self.config.source}")
+        with self._lock:
+            current = self._status.get(name)
+        if current is None or (recheck and not current.ok):
+            current = check_model(entry, allow_download=self.allow_download)
+            with self._lock:
+                self._status[name] = current
+        return current
+
+    def kind(self, name: str) -> str:
+        entry = self.config.entry(name)
+        return self.status(name).kind or (entry.kind if entry else "llm")
+
+    def names(self, task: str) -> list[str]:
+        """Models offered for a task: VLMs for image QA; LLMs first, then VLMs (text only) for chat."""
+        vlms = [m.name for m in self.config.models if self.kind(m.name) == "vlm"]
+        llms = [m.name for m in self.config.models if self.kind(m.name) == "llm"]
+        return vlms if task == "vqa" else llms + vlms
+
+    def choices(self, task: str) -> list[tuple[str, str]]:
+        """(label, value) pairs; unavailable models stay listed, labelled with a short reason."""
+        out = []
+        for name in self.names(task):
+            status = self.status(name)
+            label = name if status.ok else f"{name} (unavailable: {short_reason(status.reason)})"
+            out.append((label, name))
+        return out
+
+    def default_pair(self, task: str) -> tuple[str | None, str | None]:
+        """The YAML's defaults when available, else the first available models (distinct if possible)."""
+        names = self.names(task)
+        available = [n for n in names if self.status(n).ok]
+        wanted = [n for n in self.config.defaults.get(task, []) if n in names]
+        chosen: list[str] = []
+        for slot in range(2):
+            preferred = wanted[slot] if slot < len(wanted) else None
+            if preferred and self.status(preferred).ok and preferred not in chosen:
+                chosen.append(preferred)
+                continue
+            spare = [n for n in available if n not in chosen] or available
+            fallback = spare[0] if spare else (preferred or (names[slot] if slot < len(names) else None))
+            chosen.append(fallback)
+        return chosen[0], chosen[1]
+
+    def table(self) -> list[list[str]]:
+        rows = []
+        for m in self.config.models:
+            status = self.status(m.name)
+            state = "available" if status.ok and not status.downloadable else (
+                "download on first use" if status.ok else "unavailable")
+            detail = str(status.path) if status.path else status.reason
+            rows.append([m.name, status.kind or m.kind, m.ref, state, detail, m.description])
+        return rows

@@ -1,0 +1,277 @@
+"""Candidate evaluators: genes in, fitness out. One lives in each worker.
+
+* :class:`PSEvaluator` holds the base and sources in memory (:class:`ResidentSources`) and
+  one live target model; a candidate is merged straight into it (no checkpoint per candidate).
+* :class:`DFSEvaluator` holds models A and B once, wrapped in one :class:`EvoDFSForCausalLM`
+  storing all their layers; a candidate only changes the path and scales it runs.
+* :class:`SyntheticEvaluator` scores the genes themselves (no model): tests and benchmarks
+  of the search loop.
+
+Scores come from a registered benchmark of the evaluator (any name, split, limit, data seed,
+generation overrides, metric key), or from a ``callable(model, tokenizer_or_processor)``.
+A candidate that raises or scores NaN becomes an :class:`Outcome` with an ``error``; problems
+no candidate can escape (an unknown metric key) are ``fatal`` and stop the run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from evovlm.errors import EvoVLMError
+from evovlm.evolve.config import FROM_PS, EvolveConfig, FitnessConfig, import_callable, require_causal_lm
+
+ROLES = ("fitness", "validation", "test")
+DEFAULT_METRIC = {"mgsm": "acc_ja", "rouge-ja": "rougeL_ja"}  # the paper's scores for MGSM-JA and VQA
+
+
+class FatalEvaluationError(EvoVLMError):
+    """A problem with the setup, not the candidate: every candidate would fail the same way."""
+
+
+@dataclass
+class Task:
+    generation: int
+    index: int
+    role: str
+    genes: list[float]
+
+
+@dataclass
+class Outcome:
+    generation: int
+    index: int
+    role: str
+    fitness: float | None = None
+    score: dict | None = None
+    metric: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    fatal: bool = False
+    wall_s: float = 0.0
+    merge_s: float = 0.0
+    eval_s: float = 0.0
+    worker: str = ""
+
+
+@dataclass
+class StageSpec:
+    """Everything a worker needs to build its evaluator (picklable)."""
+
+    stage: str  # "ps" | "dfs"
+    config: EvolveConfig
+    model_a: str | None = None  # DFS: the resolved model A (the PS model in ps+dfs)
+
+    def fitness_for(self, role: str) -> FitnessConfig:
+        spec = getattr(self.config, role)
+        if spec is None:
+            raise FatalEvaluationError(f"no '{role}' section in the config")
+        return spec
+
+
+def make_genome(spec: StageSpec):
+    """The genome of a stage (reads only config.json files)."""
+    from evovlm.evolve.genome import DFSGenome, PSGenome, num_decoder_layers
+
+    bounds = spec.config.optimizer_for(spec.stage).bounds
+    if spec.stage == "ps":
+        return PSGenome(spec.config.ps, bounds=bounds)
+    dfs = spec.config.dfs
+    model_a = spec.model_a or dfs.model_a
+    if model_a == FROM_PS:
+        raise EvoVLMError("the DFS stage needs the PS model: run the PS stage first")
+    require_causal_lm(model_a, "dfs.model_a")
+    return DFSGenome(replace(dfs, model_a=model_a), num_decoder_layers(model_a), num_decoder_layers(dfs.model_b),
+                     bounds=bounds)
+
+
+def build_evaluator(spec: StageSpec, device: str | None = None, threads: int | None = None) -> "Evaluator":
+    if spec.config.fitness.kind == "synthetic":
+        return SyntheticEvaluator(spec)
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(spec.config.seed)
+    return (PSEvaluator if spec.stage == "ps" else DFSEvaluator)(spec, device)
+
+
+class Evaluator:
+    """Turns a :class:`Task` into an :class:`Outcome`; never raises for a bad candidate."""
+
+    def __init__(self, spec: StageSpec) -> None:
+        self.spec = spec
+        self.worker = f"{os.uname().nodename}:{os.getpid()}"
+
+    def apply(self, genes: np.ndarray) -> None:
+        """Make the live model the candidate (merge / set path)."""
+
+    def score(self, role: str, genes: np.ndarray) -> tuple[float, dict | None, str | None]:
+        raise NotImplementedError
+
+    def evaluate(self, task: Task) -> Outcome:
+        outcome = Outcome(task.generation, task.index, task.role, worker=self.worker)
+        started = time.perf_counter()
+        try:
+            genes = np.asarray(task.genes, dtype=float)
+            self.apply(genes)
+            merged = time.perf_counter()
+            outcome.merge_s = merged - started
+            fitness, outcome.score, outcome.metric = self.score(task.role, genes)
+            outcome.eval_s = time.perf_counter() - merged
+            if fitness is None or not math.isfinite(float(fitness)):
+                raise ValueError(f"fitness is {fitness}")
+            outcome.fitness = float(fitness)
+        except FatalEvaluationError as exc:
+            outcome.error, outcome.fatal = str(exc), True
+        except Exception as exc:  # the candidate failed: logged, worst fitness, the run goes on
+            outcome.error = f"{type(exc).__name__}: {exc}"
+            outcome.traceback = traceback.format_exc(limit=8)
+        outcome.wall_s = time.perf_counter() - started
+        return outcome
+
+
+class SyntheticEvaluator(Evaluator):
+    """Scores the genes: ``sphere`` (-sum((genes - target)^2), optimum at ``target``) or ``fn(genes)``."""
+
+    def __init__(self, spec: StageSpec) -> None:
+        super().__init__(spec)
+        self.functions = {}
+        for role in ROLES:
+            fitness = getattr(spec.config, role)
+            if fitness is not None and fitness.kind == "synthetic":
+                self.functions[role] = fitness
+
+    def score(self, role: str, genes: np.ndarray) -> tuple[float, dict | None, str | None]:
+        fitness = self.functions[role]
+        if fitness.sleep_s:
+            time.sleep(fitness.sleep_s)
+        if fitness.synthetic == "sphere":
+            return -float(np.sum((genes - np.asarray(fitness.target, dtype=float)) ** 2)), None, "sphere"
+        function = import_callable(fitness.synthetic, f"{role}.synthetic")
+        return function(genes), None, getattr(function, "__name__", "synthetic")
+
+
+class _ModelEvaluator(Evaluator):
+    """Shared scoring of the live model (``self.runner``) on benchmarks or callables."""
+
+    runner: Any
+
+    def __init__(self, spec: StageSpec, device: str | None) -> None:
+        super().__init__(spec)
+        self.genome = make_genome(spec)
+        self.device = device
+        self._scorers: dict[str, Any] = {}
+
+    def _load_runner(self, ref: str):
+        from evovlm.eval.runners import load_runner
+        from evovlm.io.resolve import resolve_model_path
+
+        return load_runner(resolve_model_path(ref), device=self.device, dtype=self.spec.config.runtime.dtype)
+
+    def score(self, role: str, genes: np.ndarray) -> tuple[float, dict | None, str | None]:
+        if role not in self._scorers:
+            self._scorers[role] = make_scorer(self.spec.fitness_for(role))
+        return self._scorers[role](self.runner)
+
+
+class PSEvaluator(_ModelEvaluator):
+    def __init__(self, spec: StageSpec, device: str | None) -> None:
+        from evovlm.merge.engine import ResidentSources
+
+        super().__init__(spec, device)
+        template = self.genome.decode(self.genome.initial_mean(0.5 * (self.genome.b0 + self.genome.b1)))
+        self.resident = ResidentSources.load(template)
+        self.runner = self._load_runner(template.target_ref())
+
+    def apply(self, genes: np.ndarray) -> None:
+        from evovlm.merge.engine import merge_into_module
+
+        merge_into_module(self.runner.model, self.genome.decode(genes), self.resident)
+
+
+class DFSEvaluator(_ModelEvaluator):
+    def __init__(self, spec: StageSpec, device: str | None) -> None:
+        super().__init__(spec, device)
+        runner_a = self._load_runner(self.genome.config.model_a)
+        model_b = load_causal_lm(self.genome.config.model_b, runner_a.device, runner_a.dtype)
+        from evovlm.dfs.modeling import EvoDFSForCausalLM
+        from evovlm.eval.runners import make_runner
+
+        self.model = EvoDFSForCausalLM.from_models(runner_a.model, model_b)
+        self.runner = make_runner(self.model, runner_a.tokenizer, name="dfs-candidate")
+
+    def apply(self, genes: np.ndarray) -> None:
+        candidate = self.genome.decode(genes)
+        self.model.set_path(list(candidate.path), list(candidate.scales))
+
+
+def load_causal_lm(ref: str, device: Any, dtype: Any):
+    from transformers import AutoModelForCausalLM
+
+    from evovlm.io.resolve import resolve_model_path
+
+    path = resolve_model_path(ref)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,
+                                                     dtype=dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        raise EvoVLMError(f"cannot load {ref} as a causal LM: {exc}") from None
+    return model.to(device).eval()
+
+
+# -- scorers ---------------------------------------------------------------------------------
+def load_fitness_benchmark(fitness: FitnessConfig):
+    """The benchmark a fitness section names (importing the modules that register it first)."""
+    import importlib
+
+    from evovlm.eval.benchmarks import list_benchmarks, load_benchmark
+
+    for module in fitness.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise EvoVLMError(f"cannot import {module!r} (listed in imports): {exc}") from None
+    name = fitness.benchmark
+    if name.lower() not in list_benchmarks() and name.lower().startswith("zoo"):
+        try:  # the zoo registers its benchmarks when imported
+            importlib.import_module("evovlm.zoo")
+        except ImportError:
+            pass
+    return load_benchmark(name, split=fitness.split, data_seed=fitness.data_seed, path=fitness.data,
+                          limit=fitness.limit)
+
+
+def make_scorer(fitness: FitnessConfig):
+    """``scorer(runner) -> (fitness, summary, metric)`` for one fitness section."""
+    if fitness.kind == "callable":
+        function = import_callable(fitness.callable, "callable")
+
+        def call(runner: Any) -> tuple[float, dict | None, str | None]:
+            value = function(runner.model, getattr(runner, "processor", runner.tokenizer))
+            return float(value), None, getattr(function, "__name__", "callable")
+        return call
+    if fitness.kind != "benchmark":
+        raise FatalEvaluationError("a synthetic objective cannot score a model")
+    try:
+        bench = load_fitness_benchmark(fitness)
+    except EvoVLMError as exc:  # every candidate would fail on it
+        raise FatalEvaluationError(str(exc)) from None
+    metric = fitness.metric or DEFAULT_METRIC.get(bench.metric, "acc_ja")
+
+    def run(runner: Any) -> tuple[float, dict | None, str | None]:
+        from evovlm.eval.evaluate import evaluate
+
+        summary = evaluate(runner, bench, generation=fitness.generation or None, progress=False)["summary"]
+        if metric not in summary:
+            keys = [k for k in summary if not k.endswith(("_ci_low", "_ci_high"))]
+            raise FatalEvaluationError(f"metric {metric!r} is not in the {bench.name} summary; "
+                                       f"available: {', '.join(keys)}")
+        return float(summary[metric]), summary, metric
+    return run

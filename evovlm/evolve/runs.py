@@ -1,0 +1,206 @@
+"""Runs: a config and a directory in, a searched, saved and re-scored model out.
+
+``run_evolution(config, out_dir)`` is the Python API behind ``evovlm evolve`` (and what a
+``evovlm zoo evolve`` can call). RUN_DIR holds::
+
+    config.yaml          the resolved config (defaults filled in, local paths absolute)
+    summary.json         the final result (written last)
+    history.jsonl        every candidate: genome, decoded candidate, fitness, times, error
+    state/gen-NNNN.pkl   the optimiser state after each generation
+    best_recipe.yaml     PS: the best recipe so far (best_dfs.yaml for DFS)
+    fitness.png          the fitness curve
+    model/               the best model: an HF checkpoint with a model card (README.md)
+    result.json          the stage's result (its presence marks the stage as finished)
+
+In ``ps+dfs`` mode each stage has these files under RUN_DIR/ps and RUN_DIR/dfs, and the DFS
+stage's model A is RUN_DIR/ps/model. ``resume=True`` continues a run from RUN_DIR alone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from evovlm.errors import EvoVLMError
+from evovlm.evolve.backends import Backend, make_backend
+from evovlm.evolve.config import EvolveConfig, config_from_dict, load_config, with_overrides
+from evovlm.evolve.evaluators import StageSpec, Task, load_causal_lm, make_genome
+from evovlm.evolve.history import History
+from evovlm.evolve.report import best_file_text, dfs_card, evolution_section, plot_fitness, write_atomic
+from evovlm.evolve.search import Best, run_search
+
+CONFIG_NAME = "config.yaml"
+BEST_FILE = {"ps": "best_recipe.yaml", "dfs": "best_dfs.yaml"}
+
+
+def run_evolution(config: EvolveConfig | dict | str | Path | None, out_dir: str | Path, *, resume: bool = False,
+                  overwrite: bool = False, progress: bool | None = None, workers: int | None = None,
+                  devices: list[str] | None = None) -> dict:
+    """Run (or, with ``resume``, continue) an evolution in ``out_dir``; returns the summary.
+
+    ``config`` is a config file, a dict in the YAML format (callables allowed for ``fitness.callable``
+    and ``fitness.synthetic``) or an :class:`EvolveConfig`; it is ignored on resume, which reads
+    ``out_dir/config.yaml``. ``progress``, ``workers`` and ``devices`` override the runtime section.
+    """
+    out_dir = Path(out_dir)
+    if resume:
+        if not (out_dir / CONFIG_NAME).is_file():
+            raise EvoVLMError(f"{out_dir} is not an evolution run directory (no {CONFIG_NAME}); nothing to resume")
+        config = load_config(out_dir / CONFIG_NAME)
+        _preflight(config)
+    else:
+        config = load_config(config) if isinstance(config, (str, Path)) else config_from_dict(config)
+        _preflight(config)
+        _prepare_out_dir(out_dir, overwrite)
+        write_atomic(out_dir / CONFIG_NAME, config.to_yaml())
+    config = with_overrides(config, workers=workers, devices=devices, progress=progress)
+    with _locked(out_dir):
+        stages = config.stages()
+        results: dict[str, dict] = {}
+        model_a = None
+        for stage in stages:
+            stage_dir = out_dir if len(stages) == 1 else out_dir / stage
+            done = stage_dir / "result.json"
+            if done.is_file():
+                results[stage] = json.loads(done.read_text(encoding="utf-8"))
+            else:
+                label = f"{stage} " if len(stages) > 1 else ""
+                results[stage] = _run_stage(config, stage, stage_dir, model_a, label=label)
+            model_a = results[stage].get("model_dir")
+        final = results[stages[-1]]
+        summary = {"mode": config.mode, "seed": config.seed, "best": final["best"], "metric": final.get("metric"),
+                   "test": final.get("test"), "model_dir": final.get("model_dir"), "stages": results}
+        write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        return summary
+
+
+def _preflight(config: EvolveConfig) -> None:
+    """Load every benchmark the run names, so a typo fails now, not in a worker after loading models."""
+    from evovlm.evolve.evaluators import load_fitness_benchmark
+
+    for name in ("fitness", "validation", "test"):
+        section = getattr(config, name)
+        if section is not None and section.kind == "benchmark":
+            load_fitness_benchmark(section)
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        if not overwrite:
+            raise EvoVLMError(f"{out_dir} already exists and is not empty: continue it with --resume, "
+                              "or choose another --out (or pass --overwrite)")
+        if not (out_dir / CONFIG_NAME).is_file():
+            raise EvoVLMError(f"{out_dir} is not an evolution run directory (no {CONFIG_NAME}); "
+                              "--overwrite only replaces earlier runs")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    """One process per run directory (the kernel drops the lock when the process dies, even on kill -9)."""
+    with open(out_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise EvoVLMError(f"another evovlm evolve is running in {out_dir}") from None
+        yield
+
+
+def _run_stage(config: EvolveConfig, stage: str, stage_dir: Path, model_a: str | None, label: str) -> dict:
+    spec = StageSpec(stage, config, model_a=model_a if stage == "dfs" and config.mode == "ps+dfs" else None)
+    genome = make_genome(spec)
+    title = ("" if config.mode == stage else f"{config.mode}: ") + f"{stage.upper()} search (seed {config.seed})"
+    best_path = stage_dir / BEST_FILE[stage]
+    progress = config.runtime.progress
+
+    def report(history: History, best: Best | None) -> None:
+        if best is not None:
+            metric = next((r.get("metric") for r in history.of_type("candidate") if r.get("metric")), None)
+            write_atomic(best_path, best_file_text(stage, best, genome.describe(best.genome), metric))
+        if config.runtime.plot:
+            plot_fitness(history, stage_dir / "fitness.png", title)
+
+    with make_backend(spec) as backend:
+        search = run_search(spec, genome, stage_dir, backend, progress=progress, label=label, on_generation=report)
+        history = History(search.history_path)
+        if search.best is None:
+            raise EvoVLMError(f"every candidate failed: see the errors in {search.history_path}")
+        report(history, search.best)
+        metric = next((r.get("metric") for r in history.of_type("candidate") if r.get("metric")), None)
+        test = _test_score(config, backend, history, search.best, genome) if config.test else None
+        history.close()
+    result = {"stage": stage, "best": search.best.to_dict(), "candidate": genome.describe(search.best.genome),
+              "metric": metric, "generations": search.generations, "population": search.population,
+              "trials": search.trials, "failed": search.failed, "test": test, "model_dir": None,
+              "gene_names": genome.gene_names()}
+    if config.runtime.save_model:
+        saver = _save_ps_model if stage == "ps" else _save_dfs_model
+        result["model_dir"] = str(saver(config, genome, search.best, stage_dir, result))
+    write_atomic(stage_dir / "result.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    return result
+
+
+def _test_score(config: EvolveConfig, backend: Backend, history: History, best: Best, genome: Any) -> dict:
+    """Re-score the chosen candidate on the held-out test split (once; a resume reuses the record)."""
+    previous = [r for r in history.of_type("test") if r["generation"] == best.generation and r["index"] == best.index]
+    if previous:
+        record = previous[-1]
+    else:
+        outcome = next(iter(backend.run([Task(best.generation, best.index, "test", best.genome)])))
+        if outcome.fatal:
+            raise EvoVLMError(outcome.error or "test scoring failed")
+        record = {"type": "test", "generation": best.generation, "index": best.index, "fitness": outcome.fitness,
+                  "metric": outcome.metric, "error": outcome.error, "score": outcome.score,
+                  "wall_s": round(outcome.wall_s, 4), "genome": best.genome,
+                  "candidate": genome.describe(best.genome)}
+        history.append(record)
+    test = config.test
+    return {"benchmark": test.benchmark or test.callable or test.synthetic, "split": test.split,
+            "limit": test.limit, "metric": record.get("metric"), "fitness": record.get("fitness"),
+            "error": record.get("error"), "score": record.get("score")}
+
+
+def _save_ps_model(config: EvolveConfig, genome: Any, best: Best, stage_dir: Path, result: dict) -> Path:
+    from evovlm.merge.engine import merge_checkpoints
+
+    recipe = genome.decode(best.genome)
+    model_dir = merge_checkpoints(recipe, stage_dir / "model", overwrite=True, progress=config.runtime.progress)
+    card = model_dir / "README.md"
+    write_atomic(card, card.read_text(encoding="utf-8") + evolution_section(config, "ps", result))
+    return model_dir
+
+
+def _save_dfs_model(config: EvolveConfig, genome: Any, best: Best, stage_dir: Path, result: dict) -> Path:
+    """Build the DFS model of the best candidate, keep only the layers it uses, save it atomically."""
+    from evovlm.dfs.modeling import EvoDFSForCausalLM
+    from evovlm.io.resolve import resolve_model_path
+    from evovlm.merge.engine import TOKENIZER_FILES
+
+    dfs = genome.config
+    model_a = load_causal_lm(dfs.model_a, "cpu", "auto")
+    model_b = load_causal_lm(dfs.model_b, "cpu", "auto")
+    candidate = genome.decode(best.genome)
+    model = EvoDFSForCausalLM.from_models(model_a, model_b, list(candidate.path), list(candidate.scales)).pruned()
+    final = stage_dir / "model"
+    tmp = Path(tempfile.mkdtemp(prefix=".model.partial-", dir=stage_dir))
+    try:
+        model.save_pretrained(tmp)
+        source = resolve_model_path(dfs.model_a)
+        for name in TOKENIZER_FILES:
+            if (source / name).is_file() and not (tmp / name).exists():
+                shutil.copy2(source / name, tmp / name)
+        (tmp / "README.md").write_text(dfs_card(config, model, dfs.model_a, dfs.model_b, result), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+

@@ -1,0 +1,196 @@
+"""The CMA-ES search loop of one stage, resumable from its own directory.
+
+Per generation: ask the whole population, evaluate the candidates not already in the history
+(a resumed generation re-asks the very same candidates from the saved optimiser state and
+only evaluates the ones that were in flight), append one history line per candidate as it
+finishes, tell, optionally score the generation's best on the validation split, save the
+optimiser state, append a ``generation`` line, and refresh the best-so-far file and the plot.
+
+CMA-ES minimises, so it is told ``-fitness``; a failed candidate is told a value worse than
+any real one (only ranks matter to CMA-ES).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from evovlm.errors import EvoVLMError
+from evovlm.evolve.backends import Backend
+from evovlm.evolve.evaluators import Outcome, StageSpec, Task
+from evovlm.evolve.history import History
+from evovlm.evolve.optimizer import Optimizer, latest_state, prune_states, state_path
+
+FAILED_VALUE = 1e30  # told to CMA-ES for a failed candidate: ranked last
+
+
+@dataclass
+class Best:
+    generation: int
+    index: int
+    genome: list[float]
+    fitness: float
+    validation: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"generation": self.generation, "index": self.index, "fitness": self.fitness,
+                "validation": self.validation, "genome": self.genome}
+
+
+@dataclass
+class SearchResult:
+    best: Best | None
+    generations: int
+    population: int
+    trials: int
+    failed: int
+    history_path: Path
+
+
+def _record(outcome: Outcome, genes: list[float], candidate: Any) -> dict:
+    record = {"type": "candidate" if outcome.role == "fitness" else outcome.role,
+              "generation": outcome.generation, "index": outcome.index, "fitness": outcome.fitness,
+              "metric": outcome.metric, "error": outcome.error, "wall_s": round(outcome.wall_s, 4),
+              "merge_s": round(outcome.merge_s, 4), "eval_s": round(outcome.eval_s, 4), "worker": outcome.worker,
+              "genome": genes, "candidate": candidate, "score": outcome.score}
+    if outcome.traceback:
+        record["traceback"] = outcome.traceback
+    return record
+
+
+def _generation_record(generation: int, records: dict[int, dict], wall_s: float | None) -> dict:
+    scores = [(r["fitness"], i) for i, r in sorted(records.items()) if r.get("fitness") is not None]
+    best_fitness, best_index = max(scores, key=lambda s: (s[0], -s[1])) if scores else (None, None)
+    return {"type": "generation", "generation": generation, "population": len(records),
+            "best_fitness": best_fitness, "best_index": best_index,
+            "mean_fitness": float(np.mean([s for s, _ in scores])) if scores else None,
+            "failed": len(records) - len(scores), "wall_s": None if wall_s is None else round(wall_s, 3)}
+
+
+def choose_best(history: History, generations: int, use_validation: bool) -> Best | None:
+    """The final choice: best validation among generation bests, or best fitness overall.
+
+    Ties go to the earlier candidate (then the higher search fitness for validation).
+    """
+    candidates = {(r["generation"], r["index"]): r for r in history.of_type("candidate")
+                  if r["generation"] < generations}
+    if use_validation:
+        scored = [r for r in history.of_type("validation") if r["generation"] < generations
+                  and r.get("fitness") is not None]
+        if scored:
+            top = max(scored, key=lambda r: (r["fitness"], candidates[(r["generation"], r["index"])]["fitness"],
+                                             -r["generation"], -r["index"]))
+            chosen = candidates[(top["generation"], top["index"])]
+            return Best(chosen["generation"], chosen["index"], chosen["genome"], chosen["fitness"], top["fitness"])
+    ok = [r for r in candidates.values() if r.get("fitness") is not None]
+    if not ok:
+        return None
+    top = max(ok, key=lambda r: (r["fitness"], -r["generation"], -r["index"]))
+    return Best(top["generation"], top["index"], top["genome"], top["fitness"])
+
+
+def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, *, progress: bool = True,
+               label: str = "", on_generation: Callable[[History, Best | None], None] | None = None) -> SearchResult:
+    """Run (or resume) the search of one stage in ``stage_dir``; returns the best candidate."""
+    from tqdm.auto import tqdm
+
+    config = spec.config
+    opt_config, budget = config.optimizer_for(spec.stage), config.budget_for(spec.stage)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = stage_dir / "state"
+    history = History(stage_dir / "history.jsonl")
+    latest = latest_state(state_dir)
+    if latest is None:
+        optimizer = Optimizer.create(opt_config, genome.initial_mean(opt_config.mean), config.seed)
+    else:
+        optimizer = Optimizer.load(latest[1])
+        if optimizer.engine.dim != genome.size or optimizer.generation != latest[0] + 1:
+            raise EvoVLMError(f"{latest[1]} does not match this run's config ({optimizer.engine.dim} genes saved, "
+                              f"{genome.size} in the genome): was the config changed?")
+    population = optimizer.population_size
+    total = budget.generations_for(population)
+    use_validation = config.validation is not None
+    keep_states = config.runtime.keep_states
+    if keep_states == "auto":
+        keep_states = None if genome.size <= 1000 else 5
+    _close_told_generations(history, optimizer.generation)
+
+    outer = tqdm(total=total, initial=min(optimizer.generation, total), desc=f"{label}generations",
+                 unit="gen", disable=not progress, position=0)
+    try:
+        for generation in range(optimizer.generation, total):
+            started = time.perf_counter()
+            genomes = optimizer.ask_generation()
+            # Candidates of this generation that finished before a crash are reused; failed ones are
+            # tried again (a deterministic failure fails again the same way; a transient one may not).
+            done = {i: r for i, r in history.candidates(generation).items() if r.get("fitness") is not None}
+            for index, record in done.items():
+                if index >= population or record["genome"] != genomes[index].tolist():
+                    raise EvoVLMError(f"{history.path}: candidate {index} of generation {generation} differs from "
+                                      "what the saved optimiser state asks: the history and the state disagree "
+                                      "(was the config or the seed changed?)")
+            todo = [Task(generation, i, "fitness", genomes[i].tolist()) for i in range(population) if i not in done]
+            inner = tqdm(total=population, initial=len(done), desc=f"{label}generation {generation}", unit="cand",
+                         leave=False, disable=not progress, position=1)
+            for outcome in backend.run(todo):
+                if outcome.fatal:
+                    raise EvoVLMError(outcome.error or "evaluation failed")
+                genes = genomes[outcome.index].tolist()
+                record = _record(outcome, genes, genome.describe(genes))
+                history.append(record)
+                done[outcome.index] = record
+                inner.update(1)
+                if outcome.error and progress:
+                    inner.write(f"{label}generation {generation} candidate {outcome.index} failed: {outcome.error}")
+            inner.close()
+            fitness = [done[i]["fitness"] for i in range(population)]
+            if all(f is None for f in fitness):  # a setup problem (e.g. out of memory), not bad candidates
+                raise EvoVLMError(f"every candidate of generation {generation} failed, e.g. {done[0]['error']}; "
+                                  f"see {history.path}; fix the cause and continue with --resume")
+            optimizer.tell(genomes, [FAILED_VALUE if f is None else -f for f in fitness])
+            if use_validation:
+                _validate_generation_best(history, backend, genome, generation, done, label)
+            optimizer.save(state_path(state_dir, generation))
+            prune_states(state_dir, keep_states)
+            history.append(_generation_record(generation, done, time.perf_counter() - started))
+            best = choose_best(history, total, use_validation)
+            outer.update(1)
+            if best is not None:
+                outer.set_postfix(best=f"{best.fitness:.4g}")
+            if on_generation is not None:
+                on_generation(history, best)
+    finally:
+        outer.close()
+        history.close()
+    final = {(r["generation"], r["index"]): r for r in history.of_type("candidate")}  # a retry replaces a failure
+    told = [r for key, r in final.items() if key[0] < total]
+    return SearchResult(best=choose_best(history, total, use_validation), generations=total, population=population,
+                        trials=len(told), failed=sum(1 for r in told if r.get("fitness") is None),
+                        history_path=history.path)
+
+
+def _close_told_generations(history: History, told: int) -> None:
+    """A crash between saving a state and logging its generation line: add the missing lines."""
+    closed = {r["generation"] for r in history.of_type("generation")}
+    for generation in range(told):
+        if generation not in closed:
+            history.append(_generation_record(generation, history.candidates(generation), None))
+
+
+def _validate_generation_best(history: History, backend: Backend, genome: Any, generation: int,
+                              done: dict[int, dict], label: str) -> None:
+    if any(r["generation"] == generation for r in history.of_type("validation")):
+        return  # scored before a crash
+    scores = [(r["fitness"], i) for i, r in done.items() if r.get("fitness") is not None]
+    if not scores:
+        return
+    _, index = max(scores, key=lambda s: (s[0], -s[1]))
+    genes = done[index]["genome"]
+    for outcome in backend.run([Task(generation, index, "validation", genes)]):
+        if outcome.fatal:
+            raise EvoVLMError(outcome.error or "validation failed")
+        history.append(_record(outcome, genes, genome.describe(genes)))

@@ -1,0 +1,5 @@
+"""The miniature zoo: tiny models trained here with real, distinct skills, and their benchmarks.
+
+Built models live in ``evovlm/zoo/models/NAME`` and are addressed as ``zoo:NAME``
+(``zoo:base``, ``zoo:ja``, ``zoo:math``, ``zoo:vlm``; evolved ones ``zoo:evollm``, ``zoo:evovlm``).
+"""

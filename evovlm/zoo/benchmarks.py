@@ -1,0 +1,146 @@
+"""The zoo's benchmarks, drawn by seeded generators and registered in the evaluator's registry.
+
+    zoo-mgsm-ja   Japanese word problems needing a Japanese answer (the target; never trained on)
+    zoo-math-en   English word problems (the MATH expert's own task)
+    zoo-ja-qa     Japanese questions on non-arithmetic topics (the JA expert's own task)
+    zoo-vqa-ja    Japanese questions about synthetic images (the target for the VLM)
+    zoo-vqa-en    English questions about the same kind of images (the zoo VLM's own task)
+
+Each has ``fitness``, ``dev`` and ``test`` splits (evolution optimises on ``fitness`` and is
+judged on ``test``). The splits are disjoint, and ``--data-seed N`` draws a fresh set of the
+same distribution that shares no question with them. :func:`reserved_questions` lists every
+question of the standard splits so the zoo builder keeps them out of all training data.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Callable
+
+from evovlm.errors import EvoVLMError
+from evovlm.eval.benchmarks import Benchmark, Sample, register_benchmark
+from evovlm.eval.runners import GenerationSettings
+from evovlm.zoo import scenes, world
+
+SPLITS = {"fitness": 100, "dev": 200, "test": 500}
+_SPLIT_SEEDS = {"fitness": 11, "dev": 12, "test": 13}
+_FRESH_DRAWS = 500
+ZOO_TEXT_SETTINGS = GenerationSettings(template="zoo-qa", max_new_tokens=40, batch_size=64)
+# Greedy, no repetition penalty: the paper's VQA penalty of 1.5 punishes every character of a
+# char-level prompt, which would forbid the model to reuse any letter of the question.
+ZOO_VQA_SETTINGS = GenerationSettings(template="zoo-qa", max_new_tokens=24, batch_size=32)
+
+# A draw returns (question text, Sample without id); the key dedups by question (and image).
+Draw = Callable[[random.Random, int], tuple[str, Sample]]
+
+
+def _math_draw(language: str) -> Draw:
+    def draw(rng: random.Random, index: int) -> tuple[str, Sample]:
+        problem = world.word_problem(rng, language)
+        return problem.question, Sample(id="", question=problem.question, reference=str(problem.answer))
+
+    return draw
+
+
+def _ja_qa_draw(rng: random.Random, index: int) -> tuple[str, Sample]:
+    instruction = world.japanese_instruction(rng)
+    content = {"accepted": [instruction.value], "wrong": list(instruction.wrong)}
+    return instruction.question, Sample(id="", question=instruction.question, reference=instruction.answer,
+                                        content=content)
+
+
+def _vqa_draw(language: str) -> Draw:
+    def draw(rng: random.Random, index: int) -> tuple[str, Sample]:
+        scene = scenes.random_scene(rng)
+        question = scenes.visual_question(rng, scene, language)
+        ref = scenes.scene_ref(scene)
+        content = {"accepted": sorted({question.value_ja, question.value_en}),
+                   "wrong": sorted(set(question.wrong_ja) | set(question.wrong_en))}
+        sample = Sample(id="", question=question.question, reference=scenes.vqa_reply(question, language),
+                        image=scenes.render(scene), image_ref=ref, content=content)
+        return f"{ref}|{question.question}", sample
+
+    return draw
+
+
+@functools.lru_cache(maxsize=None)
+def _standard_splits(name: str) -> dict[str, tuple[tuple[str, Sample], ...]]:
+    """All standard splits of ``name``, each excluding the questions of the splits before it."""
+    draw = _DRAWS[name][0]
+    seen: set[str] = set()
+    splits = {}
+    for split, size in SPLITS.items():
+        splits[split] = tuple(_draw_unique(draw, random.Random(f"{name}:{_SPLIT_SEEDS[split]}"), size, seen))
+    return splits
+
+
+def _draw_unique(draw: Draw, rng: random.Random, size: int, seen: set[str]) -> list[tuple[str, Sample]]:
+    rows = []
+    attempts = 0
+    while len(rows) < size:
+        attempts += 1
+        if attempts > size * 50:
+            raise RuntimeError("the generator keeps repeating questions; its space is too small")
+        key, sample = draw(rng, len(rows))
+        if key in seen:
+            continue
+        seen.add(key)
+        rows.append((key, sample))
+    return rows
+
+
+def reserved_questions(name: str) -> frozenset[str]:
+    """Question texts of every standard split of ``name``; training data must avoid them."""
+    return frozenset(sample.question for rows in _standard_splits(name).values() for _, sample in rows)
+
+
+def load_zoo(name: str, *, split: str | None = None, data_seed: int | None = None, path: str | None = None,
+             limit: int | None = None) -> Benchmark:
+    draw, kind, settings = _DRAWS[name]
+    if path is not None:
+        raise EvoVLMError(f"{name} is generated, not read from a file: drop --data (use --data-seed for fresh problems)")
+    if data_seed is not None:
+        if split not in (None, "fresh"):
+            raise EvoVLMError(f"--data-seed draws a fresh set; it cannot be combined with --split {split}")
+        if data_seed < 0:
+            raise EvoVLMError(f"--data-seed must be a non-negative integer, got {data_seed}")
+        seen = {key for rows in _standard_splits(name).values() for key, _ in rows}
+        rows = _draw_unique(draw, random.Random(f"{name}:fresh:{data_seed}"), limit or _FRESH_DRAWS, seen)
+        split = "fresh"
+    else:
+        split = split or "test"
+        if split not in SPLITS:
+            raise EvoVLMError(f"{name} has splits {', '.join(SPLITS)}; got {split!r}")
+        rows = _standard_splits(name)[split]
+    samples = [_with_id(sample, f"{name}/{split}/{index}") for index, (_, sample) in enumerate(rows)]
+    source = f"generated by evovlm.zoo ({split}" + (f", data seed {data_seed})" if data_seed is not None else ")")
+    return Benchmark(name=name, kind=kind, samples=samples, generation=settings, split=split, data_seed=data_seed,
+                     source=source)
+
+
+def _with_id(sample: Sample, sample_id: str) -> Sample:
+    from dataclasses import replace
+
+    return replace(sample, id=sample_id)
+
+
+_DRAWS: dict[str, tuple[Draw, str, GenerationSettings]] = {
+    "zoo-mgsm-ja": (_math_draw("ja"), "math", ZOO_TEXT_SETTINGS),
+    "zoo-math-en": (_math_draw("en"), "math", ZOO_TEXT_SETTINGS),
+    "zoo-ja-qa": (_ja_qa_draw, "qa", ZOO_TEXT_SETTINGS),
+    "zoo-vqa-ja": (_vqa_draw("ja"), "vqa", ZOO_VQA_SETTINGS),
+    "zoo-vqa-en": (_vqa_draw("en"), "vqa", ZOO_VQA_SETTINGS),
+}
+_DESCRIPTIONS = {
+    "zoo-mgsm-ja": "zoo: Japanese arithmetic word problems, Japanese answer needed (acc_ja, acc_pure)",
+    "zoo-math-en": "zoo: English arithmetic word problems (the MATH expert's task)",
+    "zoo-ja-qa": "zoo: Japanese questions on non-arithmetic topics (the JA expert's task; content_ja)",
+    "zoo-vqa-ja": "zoo: Japanese questions about synthetic shape images (rougeL_ja, content_ja)",
+    "zoo-vqa-en": "zoo: English questions about synthetic shape images (the zoo VLM's task; content)",
+}
+
+
+def register() -> None:
+    for name in _DRAWS:
+        register_benchmark(name, functools.partial(load_zoo, name), description=_DESCRIPTIONS[name], overwrite=True)

@@ -1,0 +1,497 @@
+"""The demo's logic without a server: model list, LRU cache, input bounds, prompts, case studies, runs.
+
+``make_results`` and ``make_run_dir`` fabricate a results file and an evolution run directory; the
+end-to-end tests (test_app_e2e.py) reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import pytest
+
+from evovlm.app import cases as case_lib
+from evovlm.app import plots
+from evovlm.app import runs as run_lib
+from evovlm.app.cache import ModelCache
+from evovlm.app.config import SHIPPED_MODELS, Limits, Registry, load_config
+from evovlm.app.generate import Decoding, UserError, chat_prompt, check_question, load_image, merge_streams
+from evovlm.errors import EvoVLMError
+
+TINY = Path(__file__).resolve().parent.parent / "examples" / "tiny"
+REAL_IDS = {"SakanaAI/EvoVLM-JP-v1-7B", "llava-hf/llava-v1.6-mistral-7b-hf", "SakanaAI/EvoLLM-JP-v1-7B",
+            "augmxnt/shisa-gamma-7b-v1"}
+
+
+# -- fabricated inputs (shared with test_app_e2e.py) -------------------------------------------------
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height (a decompression bomb's shape) with almost no data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def make_results(folder: Path) -> tuple[Path, Path]:
+    """Two VQA results files (schema of evovlm.eval.evaluate) over the same 4 samples with images."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = [("赤いりんご", "赤いりんごです", "りんご"), ("青い空", "空は青い", "海です"),
+               ("白い犬", "犬がいます", "白い犬がいます"), ("黄色い花", "花", "花")]
+    for i, colour in enumerate(["red", "blue", "white", "yellow"]):
+        Image.new("RGB", (48, 32), colour).save(folder / f"img{i}.png")
+
+    def write(name: str, model: str, which: int, scores: list[float]) -> Path:
+        records = []
+        for i, ((ref, resp_a, resp_b), score) in enumerate(zip(samples, scores)):
+            records.append({
+                "index": i, "id": f"q{i}", "question": f"画像{i}には何がありますか？", "reference": ref,
+                "response": (resp_a, resp_b)[which], "image": str(folder / f"img{i}.png"), "is_ja": True,
+                "extracted": None, "correct": None, "correct_ja": None, "rouge1": score, "rouge2": score / 2,
+                "rougeL": score, "rougeL_ja": score, "ref_is_ja": True,
+            })
+        mean = sum(scores) / len(scores)
+        results = {
+            "schema_version": 1, "model": model, "bench": "ja-vg-vqa-500", "kind": "vqa", "metric": "rouge-ja",
+            "split": "test", "data_seed": None, "data_source": "fabricated", "config": {"num_beams": 5},
+            "summary": {"n": 4, "rougeL": mean, "rougeL_ja": mean}, "timing": {}, "samples": records,
+            "created": "2024-01-01T00:00:00+00:00", "evovlm_version": "0.1.0",
+        }
+        path = folder / name
+        path.write_text(json.dumps(results, ensure_ascii=False), encoding="utf-8")
+        return path
+
+    return (write("evovlm.json", "zoo:evovlm", 0, [80.0, 60.0, 20.0, 50.0]),
+            write("llava.json", "zoo:vlm", 1, [30.0, 10.0, 70.0, 50.0]))
+
+
+BEST_RECIPE = """\
+method: dare_ties
+base_model: zoo:base
+target: zoo:vlm
+seed: 0
+models:
+  - model: zoo:ja
+    weight: {default: 0.5, layers.0-1: 0.75, layers.2-3: 0.25}
+    density: 0.6
+  - model: zoo:math
+    weight: 0.4
+    density: {default: 0.8, embed: 1.0}
+"""
+
+
+def make_run_dir(folder: Path, *, dfs: bool = False) -> Path:
+    """A live-looking run: candidates over 4 generations, a failure, summaries, a torn last line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text("mode: ps\nseed: 0\nps: {method: dare_ties, group_size: 2}\n", encoding="utf-8")
+    lines = [{"type": "baseline", "model": "zoo:ja", "fitness": 0.20},
+             {"type": "baseline", "model": "zoo:math", "fitness": 0.30}]
+    for generation in range(4):
+        for index in range(5):
+            fitness = 0.2 + 0.05 * generation + 0.01 * index
+            lines.append({"type": "candidate", "generation": generation, "index": index, "fitness": fitness,
+                          "genome": [0.5, 0.5, 0.4], "error": None, "wall_s": 1.5})
+        lines.append({"type": "generation", "generation": generation, "best_fitness": fitness})
+    lines.append({"type": "candidate", "generation": 3, "index": 5, "fitness": None, "error": "RuntimeError: OOM"})
+    lines.append({"type": "validation", "generation": 3, "fitness": 0.33})
+    text = "".join(json.dumps(line) + "\n" for line in lines) + '{"type": "candidate", "generation": 4, "fitn'
+    (folder / "history.jsonl").write_text(text, encoding="utf-8")
+    recipe = BEST_RECIPE + ("dfs: {layers: [0, 1, 1, 2, 3, 3], models: [0, 0, 1, 1, 0, 1]}\n" if dfs else "")
+    (folder / "best_recipe.yaml").write_text(recipe, encoding="utf-8")
+    return folder
+
+
+# -- model list ---------------------------------------------------------------------------------------
+
+def test_shipped_models_yaml_lists_zoo_defaults_and_real_models():
+    config = load_config(SHIPPED_MODELS)
+    refs = {m.ref for m in config.models}
+    assert {"zoo:evovlm", "zoo:vlm", "zoo:evollm", "zoo:math"} <= refs and REAL_IDS <= refs
+    assert config.defaults == {"vqa": ["zoo:evovlm", "zoo:vlm"], "chat": ["zoo:evollm", "zoo:math"]}
+    vqa = config.generation["vqa"]
+    assert (vqa.template, vqa.num_beams, vqa.repetition_penalty, vqa.max_new_tokens) == ("ja-shisa-vqa", 5, 1.5, 512)
+    from evovlm.eval.prompts import template_names
+
+    assert all(m.template in template_names() for m in config.models if m.template)
+    registry = Registry(config)  # whatever exists on this machine, checking never raises
+    for name, value in registry.choices("vqa") + registry.choices("chat"):
+        assert value in {m.name for m in config.models} and name.startswith(value)
+    assert set(registry.default_pair("vqa")) <= {m.name for m in config.models}
+
+
+def write_models(path: Path, extra: str = "") -> Path:
+    path.write_text(f"""\
+models:
+  - {{name: gone-vlm, ref: zoo:does-not-exist, kind: vlm}}
+  - {{name: tiny-llava, ref: {TINY / 'llava'}, kind: vlm}}
+  - {{name: tiny-llava-next, ref: {TINY / 'llava-next'}, kind: vlm}}
+  - {{name: tiny-math, ref: {TINY / 'math'}, kind: llm}}
+  - {{name: real-llm, ref: SakanaAI/EvoLLM-JP-v1-7B-not-cached-here, kind: llm}}
+defaults:
+  vqa: [gone-vlm, tiny-llava-next]
+  chat: [real-llm, gone-vlm]
+{extra}""", encoding="utf-8")
+    return path
+
+
+def test_missing_defaults_fall_back_to_available_models(tmp_path):
+    registry = Registry(load_config(write_models(tmp_path / "models.yaml")))
+    assert registry.default_pair("vqa") == ("tiny-llava", "tiny-llava-next")
+    assert registry.default_pair("chat") == ("tiny-math", "tiny-llava")  # LLMs first, then VLMs
+    labels = dict((value, label) for label, value in registry.choices("vqa"))
+    assert labels["gone-vlm"] == "gone-vlm (unavailable: zoo model not built yet)"
+    assert labels["tiny-llava"] == "tiny-llava"
+    status = registry.status("real-llm")
+    assert not status.ok and "local Hugging Face cache" in status.reason
+    assert registry.kind("tiny-math") == "llm" and registry.kind("tiny-llava") == "vlm"
+    assert not registry.status("no-such-entry").ok
+
+
+def test_download_on_first_use_only_when_allowed_and_online(tmp_path, monkeypatch):
+    config = load_config(write_models(tmp_path / "m.yaml"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # resolving stays local_files_only: no network either way
+    registry = Registry(config, allow_download=True)
+    status = registry.status("real-llm")
+    assert status.ok and status.downloadable and status.path is None
+    assert not registry.status("gone-vlm").ok  # zoo names are never downloadable
+    assert "download on first use" in {row[3] for row in registry.table()}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not Registry(config, allow_download=True).status("real-llm").ok
+    assert not Registry(config).status("real-llm").ok
+
+
+def test_no_model_available_still_gives_a_selection(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("models: [{name: a, ref: zoo:nope-a, kind: vlm}, {name: b, ref: zoo:nope-b, kind: vlm}]\n")
+    assert Registry(load_config(path)).default_pair("vqa") == ("a", "b")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("models: []", "non-empty list"),
+    ("models: [{name: x}]", "needs a 'ref'"),
+    ("models: [{ref: a, kind: robot}]", "kind must be"),
+    ("models: [a, a]", "duplicate"),
+    ("models: [a]\nlimits: {max_beams: many}", "expected int"),
+    ("models: [a]\nsurprise: 1", "unknown keys"),
+])
+def test_bad_models_yaml(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(EvoVLMError, match=message):
+        load_config(path)
+
+
+def test_override_keeps_unset_sections(tmp_path):
+    config = load_config(write_models(tmp_path / "m.yaml", "generation: {vqa: {max_new_tokens: 8}}\n"))
+    assert config.generation["vqa"].max_new_tokens == 8 and config.generation["vqa"].num_beams == 5
+    assert config.limits == Limits() and config.max_resident == 2
+
+
+def test_evovlm_demo_command_and_models_variable(tmp_path, capsys, monkeypatch):
+    from evovlm.cli import main
+
+    models = write_models(tmp_path / "m.yaml")
+    assert main(["demo", "--check", "--models", str(models)]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-llava " in out and " available " in out and "unavailable" in out
+    monkeypatch.setenv("EVOVLM_APP_MODELS", str(models))
+    assert load_config().source == str(models)
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "not-a-port")
+    assert main(["demo", "--models", str(models)]) == 2
+    assert "GRADIO_SERVER_PORT" in capsys.readouterr().err
+
+
+# -- LRU cache ------------------------------------------------------------------------------------------
+
+def test_cache_is_lazy_bounded_and_least_recently_used_first():
+    loads: list[str] = []
+    cache = ModelCache(lambda name: loads.append(name) or f"runner:{name}", max_resident=2)
+    assert cache.resident() == [] and loads == []  # nothing loads before it is asked for
+    for name in ["a", "b", "a", "c"]:
+        with cache.use(name) as slot:
+            assert slot.runner == f"runner:{name}"
+    assert loads == ["a", "b", "c"] and cache.resident() == ["a", "c"]  # b was least recently used
+    with cache.use("a"), cache.use("b"), cache.use("d"):  # all in use: nothing can be evicted yet
+        assert len(cache.resident()) == 3
+    # d was released first, while a and b were still in use: it is the one that goes.
+    assert cache.resident() == ["a", "b"] and loads == ["a", "b", "c", "b", "d"]
+
+
+def test_cache_loads_each_model_once_under_concurrency():
+    loads: list[str] = []
+    gate = threading.Event()
+
+    def slow_loader(name: str) -> str:
+        gate.wait(2)
+        loads.append(name)
+        return name
+
+    cache = ModelCache(slow_loader, max_resident=2)
+
+    def use() -> None:
+        with cache.use("m"):
+            pass
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert loads == ["m"]
+
+
+def test_cache_load_failure_is_not_cached():
+    calls = []
+
+    def loader(name: str) -> str:
+        calls.append(name)
+        if len(calls) == 1:
+            raise EvoVLMError("broken weights")
+        return name
+
+    cache = ModelCache(loader, max_resident=1)
+    with pytest.raises(EvoVLMError), cache.use("m"):
+        pass
+    with cache.use("m") as slot:
+        assert slot.runner == "m"
+
+
+# -- bounded inputs ------------------------------------------------------------------------------------
+
+def test_images_are_bounded(tmp_path):
+    from PIL import Image
+
+    limits = Limits(max_image_side=512, max_image_pixels=4_000_000)
+    Image.new("RGB", (1800, 900), "red").save(tmp_path / "big.png")
+    image, note = load_image(str(tmp_path / "big.png"), limits)
+    assert image.size == (512, 256) and image.mode == "RGB" and "1800×900" in note
+    Image.new("L", (100, 80)).save(tmp_path / "grey.jpg")
+    image, note = load_image(str(tmp_path / "grey.jpg"), limits)
+    assert image.mode == "RGB" and note == ""
+    with pytest.raises(UserError, match="too large"):
+        load_image(str(png_header_only(tmp_path / "bomb.png", 100_000, 100_000)), limits)
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(UserError, match="not a readable image"):
+        load_image(str(tmp_path / "notes.txt"), limits)
+    with pytest.raises(UserError, match="not a readable image"):
+        load_image(str(tmp_path / "missing.png"), limits)
+
+
+def test_questions_and_settings_are_bounded():
+    limits = Limits(max_question_chars=10, max_new_tokens=64, max_beams=4)
+    assert check_question("  何？ ", limits) == "何？"
+    for empty in ("", "   ", None):
+        with pytest.raises(UserError, match="Please type a question"):
+            check_question(empty, limits)
+    with pytest.raises(UserError, match="too long"):
+        check_question("あ" * 11, limits)
+    assert Decoding.clamped(99, 10_000, 9.0, limits) == Decoding(4, 64, 2.0)
+    assert Decoding.clamped(0, -5, 0.1, limits) == Decoding(1, 1, 1.0)
+    assert Decoding.clamped("x", None, "y", limits) == Decoding(1, 64, 1.0)
+
+
+class _Tokenizer:
+    chat_template = None
+
+
+class _Runner:
+    name = "fake"
+    tokenizer = _Tokenizer()
+
+
+def test_chat_prompt_multi_turn_with_the_papers_template():
+    messages = [{"role": "user", "content": "1+1は？"}, {"role": "assistant", "content": "2です。"},
+                {"role": "user", "content": "2+2は？"}]
+    prompt = chat_prompt(_Runner(), messages, "auto")  # no chat template: ja-alpaca-cot
+    assert prompt.text.startswith("以下に、あるタスクを説明する指示があります。")
+    assert prompt.text.endswith("### 指示:\n1+1は？\n\n### 応答:\n2です。\n\n### 指示:\n2+2は？\n\n### 応答:")
+    assert prompt.add_special_tokens and "### 指示" in prompt.stop_strings
+    with pytest.raises(UserError, match="no chat template"):
+        chat_prompt(_Runner(), messages, "chat")
+
+
+def test_chat_prompt_with_a_short_literal_template():
+    messages = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"},
+                {"role": "user", "content": "2+2?"}]
+    prompt = chat_prompt(_Runner(), messages, "Q: {input}\nA:")  # the zoo's format, as a literal
+    assert prompt.text == "Q: 1+1?\nA: 2\nQ: 2+2?\nA:" and prompt.stop_strings == ("\nQ:",)
+
+
+def test_chat_prompt_uses_the_tokenizers_chat_template():
+    seen = {}
+
+    class Tokenizer:
+        chat_template = "{{ messages }}"
+
+        def apply_chat_template(self, messages, **kwargs):
+            seen.update(messages=messages, **kwargs)
+            return "<rendered>"
+
+    runner = type("R", (), {"name": "r", "tokenizer": Tokenizer()})()
+    prompt = chat_prompt(runner, [{"role": "user", "content": "こんにちは"}], "auto")
+    assert prompt.text == "<rendered>" and not prompt.add_special_tokens
+    assert seen["messages"] == [{"role": "user", "content": "こんにちは"}] and seen["add_generation_prompt"]
+
+
+def test_merge_streams_isolates_a_failing_column():
+    def good():
+        yield "あ"
+        yield "あい"
+
+    def bad():
+        yield "x"
+        raise RuntimeError("boom")
+
+    updates = list(merge_streams([good, bad], ["", ""]))
+    assert updates[-1][0] == "あい" and "RuntimeError: boom" in updates[-1][1]
+
+
+# -- case studies ----------------------------------------------------------------------------------------
+
+def test_case_study_pairing_filtering_sorting_and_search(tmp_path):
+    path_a, path_b = make_results(tmp_path)
+    a, b = case_lib.read_results(path_a), case_lib.read_results(path_b)
+    assert case_lib.metric_choices(a, b)[0] == "rougeL_ja"
+    cases = case_lib.pair(a, b, "rougeL_ja")
+    assert [c.diff for c in cases] == [50.0, 50.0, -50.0, 0.0]
+    assert [c.id for c in case_lib.select(cases, "A wins")] == ["q0", "q1"]
+    assert [c.id for c in case_lib.select(cases, "B wins")] == ["q2"]
+    assert [c.id for c in case_lib.select(cases, "ties")] == ["q3"]
+    assert [c.id for c in case_lib.select(cases, "all", case_lib.SORTS[2])][0] == "q2"
+    assert [c.id for c in case_lib.select(cases, "all", search="海")] == ["q1"]  # B's response
+    summary = case_lib.summary_markdown(a, b, cases, 4, "rougeL_ja")
+    assert "A wins 2, B wins 1, ties 1" in summary and "zoo:evovlm" in summary
+    single = case_lib.pair(a, None, "rougeL")
+    assert len(single) == 4 and single[0].score_b is None
+    assert case_lib.table(single)[0][:4] == [0, "q0", "画像0には何がありますか？", "80.0"]
+
+
+def test_case_study_rejects_bad_files(tmp_path):
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(UserError, match="not a results JSON"):
+        case_lib.read_results(tmp_path / "x.json")
+    (tmp_path / "y.json").write_text('{"model": "m"}')
+    with pytest.raises(UserError, match="no 'samples'"):
+        case_lib.read_results(tmp_path / "y.json")
+    with pytest.raises(UserError, match="not found"):
+        case_lib.read_results(tmp_path / "missing.json")
+
+
+def test_mgsm_results_compare_correctness(tmp_path):
+    def write(name: str, correct: list[bool]) -> Path:
+        samples = [{"index": i, "id": str(i), "question": "q", "reference": "1", "response": "r", "correct": c,
+                    "correct_ja": c, "extracted": 1.0} for i, c in enumerate(correct)]
+        path = tmp_path / name
+        path.write_text(json.dumps({"schema_version": 1, "model": name, "bench": "mgsm-ja", "metric": "mgsm",
+                                    "summary": {"acc_ja": 50.0}, "samples": samples}))
+        return path
+
+    a, b = case_lib.read_results(write("a.json", [True, False])), case_lib.read_results(write("b.json", [False, False]))
+    assert case_lib.metric_choices(a, b) == ["correct_ja", "correct"]
+    assert [c.diff for c in case_lib.pair(a, b, "correct_ja")] == [100.0, 0.0]
+
+
+# -- evolution runs ----------------------------------------------------------------------------------------
+
+def test_run_reader_and_plots(tmp_path):
+    run = run_lib.read_run(make_run_dir(tmp_path / "run"))
+    assert len(run.candidates) == 21 and len(run.failed) == 1 and run.skipped_lines == 1  # torn last line
+    best = run.best()
+    assert best.generation == 3 and best.fitness == pytest.approx(0.39)
+    assert run.baselines == {"zoo:ja": 0.2, "zoo:math": 0.3} and run.validation == [(3, 0.33)]
+    assert not run.finished and run.dfs_path is None
+    names, groups, weights = run_lib.recipe_matrix(run, "weight")
+    assert names == ["zoo:ja", "zoo:math"]
+    assert groups == ["embed", "layers.0", "layers.1", "layers.2", "layers.3", "norm", "lm_head"]
+    assert weights[0] == [0.5, 0.75, 0.75, 0.25, 0.25, 0.5, 0.5] and weights[1] == [0.4] * 7
+    assert run_lib.recipe_matrix(run, "density")[2][1] == [1.0, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]
+    summary = run_lib.summary_markdown(run)
+    assert "best fitness so far: 0.39" in summary and "failed: 1" in summary and "RuntimeError: OOM" in summary
+    assert run_lib.scores_table(run)[-1][0] == "best merged"
+    for image in (plots.fitness_plot(run), plots.heatmap_plot(run)):
+        assert image.size[0] > 300 and image.size[1] > 150
+    assert plots.dfs_plot(run) is None
+
+
+def test_run_reader_tolerates_sparse_and_dfs_runs(tmp_path):
+    sparse = tmp_path / "sparse"
+    sparse.mkdir()
+    (sparse / "history.jsonl").write_text('{"generation": 0, "fitness": 1.5}\n{"gen": 1, "fitness": 2}\nnonsense\n'
+                                          '{"generation": 1}\n[1, 2]\n')
+    run = run_lib.read_run(sparse)
+    assert [c.fitness for c in run.candidates] == [1.5, 2.0] and run.skipped_lines == 3
+    assert plots.heatmap_plot(run) is None and plots.fitness_plot(run) is not None
+    empty = run_lib.read_run(tmp_path / "nothing-here")
+    assert "no history.jsonl" in run_lib.summary_markdown(empty)
+    assert plots.fitness_plot(empty) is not None
+    dfs = run_lib.read_run(make_run_dir(tmp_path / "dfs", dfs=True))
+    assert dfs.dfs_path == [(0, 0, 0.0), (1, 1, 0.0), (2, 1, 1.0), (3, 2, 1.0), (4, 3, 0.0), (5, 3, 1.0)]
+    assert plots.dfs_plot(dfs) is not None
+    assert run_lib.parse_dfs([{"model": "a", "layer": 3}, {"model": "b", "layer": 1}]) == [(0, 3, 0.0), (1, 1, 1.0)]
+    assert run_lib.parse_dfs(["x"]) is None
+    assert run_lib.find_runs([tmp_path]) == [str(tmp_path / "dfs"), str(tmp_path / "sparse")]
+
+
+# -- streaming on a real (tiny) model -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["math", "llava"])
+def test_streamed_greedy_answer_grows_and_equals_the_runners(model):
+    from PIL import Image
+
+    from evovlm.app.cache import Slot, warm_imports
+    from evovlm.app.generate import stream, vqa_prompt
+    from evovlm.eval.runners import GenerationSettings, load_runner
+
+    warm_imports()
+    runner = load_runner(TINY / model)
+    image = Image.new("RGB", (40, 30), (10, 200, 30)) if model == "llava" else None
+    if image is None:
+        prompt = chat_prompt(runner, [{"role": "user", "content": "3+4は？"}], "ja-alpaca-cot")
+    else:
+        prompt = vqa_prompt(runner, "何色ですか？", "ja-shisa-vqa")
+    decoding = Decoding(num_beams=1, max_new_tokens=24, repetition_penalty=1.3)
+    updates = list(stream(Slot(runner), lambda r: prompt, decoding, image))
+    assert len(updates) > 1 and all(b.startswith(a) for a, b in zip(updates, updates[1:]))
+    expected = runner.generate([prompt.text], GenerationSettings(max_new_tokens=24, repetition_penalty=1.3,
+                                                                 stop_strings=prompt.stop_strings),
+                               images=[image] if image is not None else None, progress=False)[0]
+    assert updates[-1].strip() == expected
+    beam = list(stream(Slot(runner), lambda r: prompt, Decoding(3, 12, 1.5), image))
+    assert len(beam) == 1 and beam[0]  # beam search: one final answer
+
+
+def test_case_browser_reads_what_evaluate_writes(tmp_path):
+    """The schema contract: a results file written by the evaluator itself (tiny VLM, 2 samples)."""
+    from PIL import Image
+
+    from evovlm.app.cache import warm_imports
+    from evovlm.eval.benchmarks import VQA_DEFAULTS, Benchmark, Sample
+    from evovlm.eval.evaluate import evaluate, write_results
+    from evovlm.eval.runners import load_runner
+
+    warm_imports()
+    images = []
+    for i, colour in enumerate(["red", "blue"]):
+        images.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (40, 30), colour).save(images[-1])
+    bench = Benchmark(name="tiny-vqa", kind="vqa", generation=VQA_DEFAULTS, samples=[
+        Sample(id=f"s{i}", question="何色ですか？", reference=ref, image=str(p), image_ref=str(p))
+        for i, (p, ref) in enumerate(zip(images, ["赤", "青"]))])
+    results = evaluate(load_runner(TINY / "llava"), bench, generation={"max_new_tokens": 4, "num_beams": 1},
+                       n_resamples=10, progress=False)
+    path = write_results(results, tmp_path / "tiny.json")
+    loaded = case_lib.read_results(path)
+    assert case_lib.metric_choices(loaded)[0] == "rougeL_ja"
+    cases = case_lib.pair(loaded, loaded, "rougeL_ja")
+    assert [c.id for c in cases] == ["s0", "s1"] and all(c.diff == 0 for c in cases)
+    assert cases[1].image == str(images[1]) and cases[1].reference == "青"

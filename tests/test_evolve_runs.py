@@ -1,0 +1,108 @@
+"""Whole runs on the tiny models: PS (in-memory merges), a real benchmark, and PS+DFS; saved models.
+
+A saved best model must score exactly what its candidate scored in memory: that ties the
+in-memory merge / DFS path to the checkpoint on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from evovlm.dfs.modeling import EvoDFSForCausalLM
+from evovlm.errors import EvoVLMError
+from evovlm.evolve.history import History
+from evovlm.evolve.runs import run_evolution
+
+TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny"
+PROMPT = torch.tensor([[1, 40, 41, 42, 60, 70, 33]])
+QUIET = {"save_model": True, "plot": False, "progress": False}
+
+
+@torch.no_grad()
+def logit_margin(model, tokenizer) -> float:
+    """A deterministic function of the weights: how much the model prefers token 10 next."""
+    logits = model(input_ids=PROMPT.to(model.device)).logits[0, -1].float()
+    return float(logits[10] - logits.mean())
+
+
+def ps_section(**extra) -> dict:
+    section = {"method": "dare_ties", "base_model": str(TINY / "base"),
+               "models": [str(TINY / "ja"), str(TINY / "math")]}
+    section.update(extra)
+    return section
+
+
+def test_ps_run_merges_in_memory_and_saves_the_best(tmp_path):
+    run = tmp_path / "run"
+    summary = run_evolution({"mode": "ps", "seed": 1, "ps": ps_section(group_size=1),
+                             "optimizer": {"population": 4}, "budget": {"generations": 2},
+                             "fitness": {"callable": logit_margin},
+                             "runtime": {**QUIET, "plot": True}}, run)
+    records = History(run / "history.jsonl").of_type("candidate")
+    assert len(records) == 8 and all(r["error"] is None for r in records)
+    assert len({r["fitness"] for r in records}) == 8  # every candidate really is another merge
+    assert all(r["merge_s"] > 0 for r in records)
+    model = AutoModelForCausalLM.from_pretrained(summary["model_dir"])
+    assert logit_margin(model, None) == pytest.approx(summary["best"]["fitness"], abs=1e-5)
+    card = (run / "model" / "README.md").read_text()
+    assert "## Evolution" in card and "logit_margin" in card and "dare_ties" in card
+    assert (run / "fitness.png").stat().st_size > 1000
+    assert (run / "best_recipe.yaml").read_text().startswith("# Best candidate so far")
+
+
+def test_benchmark_fitness_into_a_vlm_language_tower_with_test_rescore(tmp_path):
+    data = tmp_path / "questions.tsv"
+    data.write_text("りんごが3個あります。2個食べると何個?\t1\n5+7は?\t12\n10-4は?\t6\n",
+                    encoding="utf-8")
+    bench = {"benchmark": "mgsm-ja", "split": "test", "data": str(data), "limit": 1,
+             "generation": {"max_new_tokens": 4, "batch_size": 2}}
+    config = {"mode": "ps", "ps": ps_section(target=str(TINY / "llava"),
+                                             models=[{"model": str(TINY / "llava"), "weight": 1.0}, str(TINY / "ja")]),
+              "optimizer": {"population": 4}, "budget": {"generations": 1},
+              "fitness": bench, "test": {**bench, "limit": 3}, "runtime": {**QUIET, "save_model": False}}
+    summary = run_evolution(config, tmp_path / "run")
+    record = History(tmp_path / "run" / "history.jsonl").of_type("candidate")[0]
+    assert record["metric"] == "acc_ja" and record["score"]["n"] == 1 and record["error"] is None
+    assert summary["test"]["metric"] == "acc_ja" and summary["test"]["score"]["n"] == 3
+    assert summary["model_dir"] is None
+    bad = {**config, "fitness": {**bench, "metric": "accuracy"}}
+    with pytest.raises(EvoVLMError, match="metric 'accuracy' is not in the mgsm-ja summary; available: n, acc, "):
+        run_evolution(bad, tmp_path / "bad")
+    with pytest.raises(EvoVLMError, match="unknown benchmark 'mgsm-jp'"):  # before any directory or model
+        run_evolution({**config, "fitness": {**bench, "benchmark": "mgsm-jp"}}, tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()
+
+
+def test_ps_plus_dfs_hybrid_builds_a_loadable_dfs_model(tmp_path):
+    run = tmp_path / "run"
+    summary = run_evolution({"mode": "ps+dfs", "seed": 3, "ps": ps_section(budget={"generations": 1}),
+                             "dfs": {"model_a": "ps", "model_b": str(TINY / "math"), "repeats": 2,
+                                     "budget": {"generations": 2}, "optimizer": {"population": 6}},
+                             "optimizer": {"population": 4}, "fitness": {"callable": logit_margin},
+                             "runtime": QUIET}, run)
+    ps, dfs = summary["stages"]["ps"], summary["stages"]["dfs"]
+    assert ps["model_dir"] == str(run / "ps" / "model") and ps["trials"] == 4
+    assert dfs["trials"] == 12 and summary["model_dir"] == str(run / "dfs" / "model")
+    resolved = json.loads((run / "dfs" / "result.json").read_text())
+    assert resolved["candidate"]["path"][0] == "A:0" and resolved["candidate"]["path"][-1] == "A:1"
+    model = AutoModelForCausalLM.from_pretrained(summary["model_dir"])
+    assert type(model) is EvoDFSForCausalLM
+    assert [model.config.dfs_layer_origins[i] for i in model.config.dfs_path] == resolved["candidate"]["path"]
+    assert logit_margin(model, None) == pytest.approx(summary["best"]["fitness"], abs=1e-5)
+    tokenizer = AutoTokenizer.from_pretrained(summary["model_dir"])
+    output = model.generate(**tokenizer(["5+7は"], return_tensors="pt"), max_new_tokens=3, do_sample=False)
+    assert output.shape[1] > 3
+    assert "A:0" in (run / "dfs" / "model" / "README.md").read_text()
+    # Model A of the DFS stage is the PS result.
+    dfs_config = json.loads((run / "dfs" / "model" / "config.json").read_text())
+    assert dfs_config["model_type"] == "evovlm_dfs"
+    assert json.loads((run / "summary.json").read_text())["stages"]["ps"]["model_dir"] == ps["model_dir"]

@@ -1,0 +1,116 @@
+"""The zoo's generators and benchmarks: determinism, disjoint splits, fresh draws, content specs."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from evovlm.errors import EvoVLMError
+from evovlm.eval.benchmarks import list_benchmarks, load_benchmark
+from evovlm.eval.metrics import mgsm_sample
+from evovlm.zoo import scenes, world
+from evovlm.zoo.benchmarks import SPLITS, reserved_questions
+
+ZOO_BENCHES = ["zoo-mgsm-ja", "zoo-math-en", "zoo-ja-qa", "zoo-vqa-ja", "zoo-vqa-en"]
+
+
+def test_zoo_benchmarks_are_registered():
+    assert set(ZOO_BENCHES) <= set(list_benchmarks())
+
+
+@pytest.mark.parametrize("language", ["en", "ja"])
+def test_word_problems_are_consistent(language):
+    rng = random.Random(0)
+    for _ in range(300):
+        problem = world.word_problem(rng, language)
+        left, result = problem.equation.split("=")
+        assert eval(left) == problem.answer == int(result)  # noqa: S307 (digits and one operator)
+        assert problem.answer >= 1
+        # the reply format the MATH expert learns, and the Japanese one the target asks for
+        assert mgsm_sample(problem.answer, world.math_reply(problem, "en"))["correct"]
+        assert not mgsm_sample(problem.answer, world.math_reply(problem, "en"))["correct_ja"]
+        assert mgsm_sample(problem.answer, world.math_reply(problem, "ja"))["correct_pure"]
+
+
+def test_generators_are_deterministic_for_a_seed():
+    first = [world.pretraining_document(random.Random(7)) for _ in range(2)]
+    assert first[0] == first[1]
+    assert world.japanese_instruction(random.Random(3)) == world.japanese_instruction(random.Random(3))
+
+
+def test_vocabulary_covers_every_generated_text():
+    characters = set(world.all_characters()) | set(scenes.scene_characters())
+    rng = random.Random(99)
+    texts = []
+    for _ in range(200):
+        texts.append(world.pretraining_document(rng))
+        instruction = world.japanese_instruction(rng)
+        texts += [instruction.question, instruction.answer]
+        scene = scenes.random_scene(rng)
+        for language in ("en", "ja"):
+            question = scenes.visual_question(rng, scene, language)
+            texts += [question.question, scenes.vqa_reply(question, language)]
+    assert set("".join(texts)) <= characters
+
+
+def test_splits_are_disjoint_and_stable():
+    for name in ZOO_BENCHES:
+        loaded = {split: load_benchmark(name, split=split) for split in SPLITS}
+        for split, bench in loaded.items():
+            assert len(bench) == SPLITS[split] and bench.split == split
+            assert len({s.id for s in bench.samples}) == len(bench)
+        if name.startswith("zoo-vqa"):
+            continue  # the same question text recurs with different images
+        texts = {split: {s.question for s in bench.samples} for split, bench in loaded.items()}
+        assert not texts["fitness"] & texts["test"] and not texts["dev"] & texts["test"]
+        assert [s.question for s in load_benchmark(name, split="test").samples] == \
+            [s.question for s in loaded["test"].samples]
+
+
+def test_fresh_draws_share_nothing_with_the_standard_splits():
+    reserved = reserved_questions("zoo-mgsm-ja")
+    fresh = load_benchmark("zoo-mgsm-ja", data_seed=4, limit=200)
+    assert fresh.split == "fresh" and fresh.data_seed == 4 and len(fresh) == 200
+    assert not {s.question for s in fresh.samples} & reserved
+    again = load_benchmark("zoo-mgsm-ja", data_seed=4, limit=200)
+    assert [s.question for s in again.samples] == [s.question for s in fresh.samples]
+    other = load_benchmark("zoo-mgsm-ja", data_seed=5, limit=200)
+    assert [s.question for s in other.samples] != [s.question for s in fresh.samples]
+
+
+def test_zoo_benchmark_errors_are_clear():
+    with pytest.raises(EvoVLMError, match="splits fitness, dev, test"):
+        load_benchmark("zoo-mgsm-ja", split="train")
+    with pytest.raises(EvoVLMError, match="cannot be combined"):
+        load_benchmark("zoo-mgsm-ja", split="test", data_seed=1)
+    with pytest.raises(EvoVLMError, match="generated"):
+        load_benchmark("zoo-mgsm-ja", path="x.tsv")
+
+
+def test_vqa_samples_carry_images_references_and_content():
+    bench = load_benchmark("zoo-vqa-ja", split="dev", limit=50)
+    assert bench.kind == "vqa"
+    for sample in bench.samples:
+        scene = scenes.scene_from_ref(sample.image_ref)
+        assert scenes.render(scene).tobytes() == sample.image.tobytes()
+        accepted, wrong = sample.content["accepted"], sample.content["wrong"]
+        assert not set(accepted) & set(wrong)
+        assert sample.reference.startswith("答えは")
+        assert any(value in sample.reference for value in accepted)
+
+
+def test_colour_questions_ask_about_a_unique_shape_and_counts_are_right():
+    rng = random.Random(5)
+    for _ in range(300):
+        scene = scenes.random_scene(rng)
+        question = scenes.visual_question(rng, scene, "en")
+        if question.kind == "count":
+            plural = question.question.removeprefix("How many ").removesuffix(" are there?")
+            kind = [s[1] for s in world.SHAPES].index(plural)
+            assert int(question.value_en) == sum(shape.kind == kind for shape in scene)
+        else:
+            name = question.question.removeprefix("What color is the ").removesuffix("?")
+            matches = [shape for shape in scene if world.SHAPES[shape.kind][0] == name]
+            assert len(matches) == 1
+            assert scenes.SCENE_COLOURS[matches[0].colour][0] == question.value_en
