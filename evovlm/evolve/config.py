@@ -27,7 +27,7 @@
       benchmark: zoo-mgsm-ja
       split: fitness
       limit: 100
-      data_seed: 0
+      data_seed: null           # for generated benchmarks: a fresh draw instead of a split
       metric: acc_ja            # a key of the evaluator's summary
       generation: {max_new_tokens: 256}
     validation: null            # optional, like fitness: scores each generation's best; the final
