@@ -90,12 +90,13 @@ def tiny_vlm(seed: int, language_model=None, *, next_variant: bool = False, extr
                              vision_feature_select_strategy="default", vision_feature_layer=-1)
         model = LlavaForConditionalGeneration(config)
     if language_model is not None:
-        _copy_language_tower(model, language_model)
+        copy_language_tower(model, language_model)
     return model
 
 
 @torch.no_grad()
-def _copy_language_tower(vlm, language_model) -> None:
+def copy_language_tower(vlm, language_model) -> None:
+    """Copy a causal LM's weights into a VLM's language tower (the rows both vocabularies share)."""
     from evovlm.arch import CAUSAL_LM, VLM_MEMORY
 
     source = language_model.state_dict()

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from evovlm.errors import EvoVLMError
+from evovlm.io.yamlfile import read_yaml_file
 
 SHIPPED_MODELS = Path(__file__).with_name("models.yaml")
 ENV_MODELS = "EVOVLM_APP_MODELS"
@@ -110,12 +110,7 @@ def _resolve_ref(ref: str, base_dir: Path) -> str:
 def load_config(path: str | os.PathLike | None = None) -> AppConfig:
     """Read the models YAML: ``path``, else ``$EVOVLM_APP_MODELS``, else the shipped file."""
     path = Path(path or os.environ.get(ENV_MODELS) or SHIPPED_MODELS).expanduser()
-    if not path.is_file():
-        raise EvoVLMError(f"models file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise EvoVLMError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml_file(path, "models file") or {}
     if not isinstance(data, dict):
         raise EvoVLMError(f"{path}: expected a mapping with a 'models' list")
     unknown = set(data) - {"models", "defaults", "generation", "limits", "cache"}

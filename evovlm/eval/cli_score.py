@@ -9,14 +9,12 @@ added (they win on a name clash). Input problems raise ``EvoVLMError`` naming th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from evovlm.errors import EvoVLMError
+from evovlm.io.atomic import write_atomic
 
 # Mirrors metrics.METRICS; spelled out so that ``--help`` does not import MeCab/fastText.
 METRIC_NAMES = ("rouge-ja", "mgsm")
@@ -140,18 +138,7 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     folder = path.parent
     if not folder.is_dir():
         raise EvoVLMError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, ensure_ascii=False, indent=2)
-            handle.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        if isinstance(exc, OSError):
-            raise EvoVLMError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
+        write_atomic(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+    except OSError as exc:
+        raise EvoVLMError(f"cannot write {path}: {exc.strerror or exc}") from None

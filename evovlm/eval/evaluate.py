@@ -20,10 +20,8 @@ Every SAMPLE has all of :data:`SAMPLE_FIELDS`; fields that do not apply to the m
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +31,7 @@ from evovlm import __version__
 from evovlm.errors import EvoVLMError
 from evovlm.eval.benchmarks import Benchmark
 from evovlm.eval.runners import BaseRunner, GenerationSettings, Runner, VLMRunner, make_runner
+from evovlm.io.atomic import write_atomic
 
 SCHEMA_VERSION = 1
 SAMPLE_FIELDS: dict[str, str] = {
@@ -153,18 +152,7 @@ def write_results(results: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise EvoVLMError(f"--out {path} is a directory; give a file name such as {path / 'results.json'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, ensure_ascii=False, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, json.dumps(results, ensure_ascii=False, indent=2) + "\n")
 
 
 _SUMMARY_META = {"n", "ci_confidence", "bootstrap_seed", "n_resamples"}

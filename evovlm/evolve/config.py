@@ -49,6 +49,7 @@ from typing import Any, Callable, Union
 import yaml
 
 from evovlm.errors import EvoVLMError
+from evovlm.io.yamlfile import read_yaml_file
 
 MODES = ("ps", "dfs", "ps+dfs")
 OPTIMIZERS = ("cma", "sep_cma")
@@ -191,14 +192,7 @@ class EvolveConfig:
 
 # -- parsing -------------------------------------------------------------------------------
 def load_config(path: str | Path) -> EvolveConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise EvoVLMError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise EvoVLMError(f"{path}: not valid YAML ({exc})") from None
-    return config_from_dict(data, where=str(path))
+    return config_from_dict(read_yaml_file(path, "config file"), where=str(path))
 
 
 def config_from_dict(data: Any, where: str = "config", *, base_dir: str | Path | None = None) -> EvolveConfig:

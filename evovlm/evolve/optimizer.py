@@ -10,10 +10,8 @@ the optimiser's attributes are pickled as they are, with the generator's state b
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +19,7 @@ import numpy as np
 
 from evovlm.errors import EvoVLMError
 from evovlm.evolve.config import OptimizerConfig
+from evovlm.io.atomic import write_atomic
 
 STATE_FORMAT = 1
 _STATE_NAME = re.compile(r"^gen-(\d+)\.pkl$")
@@ -70,17 +69,7 @@ class Optimizer:
         attributes = {k: v for k, v in vars(self.engine).items() if k != "_rng"}  # bypass __getstate__
         state = {"format": STATE_FORMAT, "name": self.name, "class": type(self.engine).__name__,
                  "attributes": attributes, "rng": self.engine._rng.get_state()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
 
     @classmethod
     def load(cls, path: Path) -> "Optimizer":

@@ -13,22 +13,6 @@ from evovlm import __version__
 from evovlm.evolve.history import History
 
 
-def write_atomic(path: Path, text: str | bytes) -> Path:
-    """Temp file + fsync + rename: readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8") if isinstance(text, str) else text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def plot_fitness(history: History, path: Path, title: str) -> Path | None:
     """Best and mean fitness per generation, best so far, and validation scores when present."""
     generations = sorted(history.of_type("generation"), key=lambda r: r["generation"])

@@ -31,7 +31,8 @@ from evovlm.evolve.backends import Backend, make_backend
 from evovlm.evolve.config import EvolveConfig, config_from_dict, load_config, with_overrides
 from evovlm.evolve.evaluators import StageSpec, Task, load_causal_lm, make_genome
 from evovlm.evolve.history import History
-from evovlm.evolve.report import best_file_text, dfs_card, evolution_section, plot_fitness, write_atomic
+from evovlm.evolve.report import best_file_text, dfs_card, evolution_section, plot_fitness
+from evovlm.io.atomic import write_atomic
 from evovlm.evolve.search import Best, run_search
 
 CONFIG_NAME = "config.yaml"

@@ -28,6 +28,7 @@ from typing import Any, Union
 import yaml
 
 from evovlm.errors import EvoVLMError
+from evovlm.io.yamlfile import read_yaml_file
 from evovlm.merge.methods import METHODS, ALIASES
 
 ParamValue = Union[float, dict]
@@ -146,14 +147,7 @@ def _canonical_method(name: Any, where: str) -> str:
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read a recipe file in EvoVLM's own format or mergekit's (detected by ``merge_method``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvoVLMError(f"recipe file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise EvoVLMError(f"{path}: not valid YAML ({exc})") from None
-    return recipe_from_dict(data, where=str(path))
+    return recipe_from_dict(read_yaml_file(path, "recipe file"), where=str(path))
 
 
 def recipe_from_dict(data: Any, where: str = "recipe") -> Recipe:

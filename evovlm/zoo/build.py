@@ -16,14 +16,14 @@ import json
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from evovlm.errors import EvoVLMError
 from evovlm.zoo import scenes, world
-from evovlm.zoo.train import packed_batches, qa_batch, qa_batches, train_loop
+from evovlm.zoo.train import packed_batches, qa_batches, train_loop
 
 IMAGE_TOKEN = "<image>"
 
@@ -100,6 +100,8 @@ def new_vlm(language_model, tokenizer, settings: ZooSettings, seed: int):
     """A Llava whose language tower is a copy of ``language_model``; fresh vision tower and projector."""
     from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
 
+    from evovlm.tiny import copy_language_tower
+
     vision = CLIPVisionConfig(hidden_size=settings.vision_hidden, intermediate_size=settings.vision_hidden * 2,
                               num_hidden_layers=settings.vision_layers, num_attention_heads=4,
                               image_size=scenes.IMAGE_SIZE, patch_size=8, projection_dim=settings.vision_hidden)
@@ -108,8 +110,7 @@ def new_vlm(language_model, tokenizer, settings: ZooSettings, seed: int):
                          vision_feature_select_strategy="default", vision_feature_layer=-1)
     torch.manual_seed(seed)
     vlm = LlavaForConditionalGeneration(config)
-    vlm.model.language_model.load_state_dict(language_model.model.state_dict())
-    vlm.lm_head.load_state_dict(language_model.lm_head.state_dict())
+    copy_language_tower(vlm, language_model)
     return vlm
 
 
@@ -244,6 +245,3 @@ def _reload(path: Path):
 
     return MistralForCausalLM.from_pretrained(path)
 
-
-__all__ = ["ZooSettings", "build_zoo", "new_language_model", "new_vlm", "qa_batch", "replace", "zoo_processor",
-           "zoo_tokenizer"]

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from evovlm.zoo.world import SHAPES
+from evovlm.zoo.world import COLOURS, SHAPES
 
 IMAGE_SIZE = 48
 GRID = 3
 BACKGROUND = (200, 200, 200)
-# (EN, JA, RGB); white is left out: it would vanish on the light background
-SCENE_COLOURS = [("red", "赤", (220, 30, 30)), ("blue", "青", (30, 60, 220)), ("green", "緑", (30, 170, 50)),
-                 ("yellow", "黄色", (235, 210, 20)), ("black", "黒", (20, 20, 20))]
+_RGB = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 50), "yellow": (235, 210, 20),
+        "black": (20, 20, 20)}
+# (EN, JA, RGB), names from the shared lexicon; white is left out: it would vanish on the background
+SCENE_COLOURS = [(en, ja, _RGB[en]) for en, ja, _ in COLOURS if en in _RGB]
 
 
 @dataclass(frozen=True)
