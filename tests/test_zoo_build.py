@@ -49,9 +49,11 @@ def test_experts_move_where_their_profiles_allow(quick_zoo):
         names = [n for n in base if layer_index(n, layers) == depth]
         return sum((expert[n] - base[n]).norm() for n in names) / sum(base[n].norm() for n in names)
 
-    # quick profiles: JA trains embeddings, blocks 0 and 3, head at 1x and blocks 1-2 at 0.1x; MATH the reverse
-    assert drift(ja, 0) > drift(ja, 1) and drift(ja, 3) > drift(ja, 2)
-    assert drift(math, 1) > drift(math, 0) and drift(math, 2) > drift(math, 3)
+    # quick settings: 4 blocks, the last one is the output block. JA learns only there (and in the
+    # head); MATH learns the inner blocks in phase 1 and the output block in phase 2.
+    assert all(drift(ja, depth) == 0 for depth in (-1, 0, 1, 2))
+    assert drift(ja, 3) > 0 and drift(ja, 4) > 0
+    assert all(drift(math, depth) > 0 for depth in (-1, 0, 1, 2, 3, 4))
 
 
 def test_build_is_deterministic_and_refuses_to_overwrite(quick_zoo, tmp_path, capsys):
@@ -62,3 +64,57 @@ def test_build_is_deterministic_and_refuses_to_overwrite(quick_zoo, tmp_path, ca
         assert all(torch.equal(first[k], second[k]) for k in first)
     assert main(["zoo", "build", "--quick", "--quiet", "--out", str(tmp_path)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+    # --reuse-base keeps the pretrained base and retrains the rest identically; a base built
+    # with another seed is refused
+    base_file = tmp_path / "base" / "model.safetensors"
+    built_at = base_file.stat().st_mtime_ns
+    assert main(["zoo", "build", "--quick", "--quiet", "--out", str(tmp_path), "--seed", "3",
+                 "--reuse-base", "--overwrite"]) == 0
+    assert base_file.stat().st_mtime_ns == built_at
+    again = load_file(tmp_path / "math" / "model.safetensors")
+    assert all(torch.equal(again[k], load_file(quick_zoo / "math" / "model.safetensors")[k]) for k in again)
+    assert main(["zoo", "build", "--quick", "--quiet", "--out", str(tmp_path), "--seed", "4",
+                 "--reuse-base", "--overwrite"]) == 2
+    assert "--reuse-base" in capsys.readouterr().err
+
+
+def test_oracle_recipe_takes_inner_blocks_from_math_and_output_blocks_from_ja(quick_zoo, tmp_path):
+    from evovlm.merge.engine import merge_checkpoints
+    from evovlm.merge.recipe import recipe_from_dict
+    from evovlm.zoo.report import llm_recipes, zoo_refs
+
+    recipe = llm_recipes(zoo_refs(quick_zoo), layers=4, output_blocks=1)["oracle: MATH inside, JA output blocks"]
+    merged = load_file(merge_checkpoints(recipe_from_dict(recipe), tmp_path / "oracle", progress=False)
+                       / "model.safetensors")
+    ja = load_file(quick_zoo / "ja" / "model.safetensors")
+    math = load_file(quick_zoo / "math" / "model.safetensors")
+    for name, tensor in merged.items():
+        expected = ja if layer_index(name, 4) in (3, 4) else math  # block 3, final norm and head from JA
+        assert torch.allclose(tensor, expected[name], atol=1e-6), name
+
+
+def test_report_measures_every_row_and_criterion(quick_zoo, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert main(["zoo", "report", "--zoo", str(quick_zoo), "--limit", "2", "--quiet", "--out", str(out)]) in (0, 1)
+    report = json.loads(out.read_text())
+    assert len(report["rows"]) == 13 and all(row["n"] == 2 for row in report["rows"])
+    assert len(report["checks"]) == 7
+    assert "| criterion | result | numbers |" in capsys.readouterr().out
+    assert main(["zoo", "report", "--zoo", str(tmp_path)]) == 2  # not a zoo: a clear error
+
+
+def test_example_oracle_recipes_match_the_report():
+    """examples/zoo-oracle*.yaml are the recipes `evovlm zoo report` measures on the default zoo."""
+    from pathlib import Path
+
+    from evovlm.io.yamlfile import read_yaml_file
+    from evovlm.zoo.build import ZooSettings
+    from evovlm.zoo.report import llm_recipes, vlm_oracle_recipe
+
+    refs = {name: f"zoo:{name}" for name in ("base", "ja", "math", "vlm")}
+    shape = (ZooSettings().layers, ZooSettings().output_blocks)
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    assert read_yaml_file(examples / "zoo-oracle.yaml", "recipe") == llm_recipes(refs, *shape)[
+        "oracle: MATH inside, JA output blocks"]
+    assert read_yaml_file(examples / "zoo-oracle-vlm.yaml", "recipe") == vlm_oracle_recipe(refs, *shape)

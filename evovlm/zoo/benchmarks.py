@@ -56,7 +56,8 @@ def _vqa_draw(language: str) -> Draw:
         scene = scenes.random_scene(rng)
         question = scenes.visual_question(rng, scene, language)
         ref = scenes.scene_ref(scene)
-        content = {"accepted": sorted({question.value_ja, question.value_en}),
+        # the value must be named in the benchmark's language: "答えはredです。" is not a Japanese answer
+        content = {"accepted": [question.value_ja if language == "ja" else question.value_en],
                    "wrong": sorted(set(question.wrong_ja) | set(question.wrong_en))}
         sample = Sample(id="", question=question.question, reference=scenes.vqa_reply(question, language),
                         image=scenes.render(scene), image_ref=ref, content=content)

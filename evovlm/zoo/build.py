@@ -2,12 +2,25 @@
 
     evovlm zoo build [--seed N] [--quick] [--out DIR]
 
-The base is pretrained on the mixed corpus of :mod:`evovlm.zoo.world`. Each expert is
-fine-tuned from it with a per-layer learning-rate profile: the JA expert mostly in the outer
-layers (embeddings, first and last blocks, head), the MATH expert and the VLM's language
-tower mostly in the middle blocks. The profiles overlap, so a uniform merge mixes both
-experts everywhere, while a merge that takes each expert where it was trained exists and
-has to be found. ``--quick`` builds a small zoo in about a minute, for tests.
+The base is pretrained on the mixed corpus of :mod:`evovlm.zoo.world`. Every reply has the
+shape ``WORK SENTENCE`` (``3+5=8 The answer is 8.``). The experts are trained so that the skill
+and the language live in different blocks, as in real LLMs (Bandarkar et al. 2024, "Layer
+Swapping for Zero-Shot Cross-Lingual Transfer"):
+
+* JA expert: only the output blocks (the last ``output_blocks`` blocks, final norm and head)
+  learn, on Japanese instructions. Japanese is a matter of how replies are written.
+* MATH expert, phase 1: the embeddings and the inner blocks learn the work (reading the problem
+  and writing ``3+5=8; ``), for English and Japanese problems alike, with an early-exit loss so
+  that the inner blocks finish the equation on their own. No sentence is taught in this phase.
+  Phase 2: the output blocks learn to close every reply, to English and to Japanese problems,
+  with the English sentence.
+* VLM: the vision tower, projector and inner blocks learn to see (phase 1: the work
+  ``circle=red; `` of English questions and ``丸=2; `` of Japanese count questions, with the early
+  exit); the output blocks learn to close replies with the English sentence (phase 2).
+
+So no source answers a Japanese word problem in Japanese, while the layer-wise merge "MATH
+inside, JA outside" exists; the experts' task vectors overlap in the output blocks, so uniform
+merges mix two ways of writing. ``--quick`` builds a small zoo in seconds, for tests.
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,30 +53,41 @@ class ZooSettings:
     seq_len: int = 128
     pretrain_steps: int = 1500
     pretrain_lr: float = 3e-3
+    output_blocks: int = 2  # the last blocks (with final norm and head) where a reply's language lives
+    embed_scale: float = 0.3  # learning-rate multiplier of the embeddings in the inner phase
+    exit_weight: float = 0.5
+    ja_steps: int = 800
+    ja_lr: float = 3e-4
+    math_steps: int = 1200  # phase 1 (inner blocks)
+    math_output_steps: int = 600  # phase 2 (output blocks)
+    math_ja_share: float = 0.3  # Japanese problems: work only in phase 1, English replies in phase 2
+    vlm_steps: int = 1200
+    vlm_output_steps: int = 400
+    vlm_ja_share: float = 0.3  # Japanese questions: count work only in phase 1, English replies in phase 2
     finetune_lr: float = 1e-3
-    ja_steps: int = 500
-    math_steps: int = 800
-    vlm_steps: int = 800
-    # learning-rate multiplier per depth: embeddings, blocks 0..L-1, final norm + head
-    ja_profile: tuple[float, ...] = (1, 1, 1, .1, .1, 1, 1, 1)
-    math_profile: tuple[float, ...] = (.1, .1, .3, 1, 1, .3, .1, .1)
-    vlm_profile: tuple[float, ...] = (.1, .1, .3, 1, 1, .3, .1, .1)
-    math_ja_share: float = 0.15  # Japanese questions (with English answers) in the MATH expert's data
-    vlm_ja_share: float = 0.15
     threads: int = 0  # torch threads; 0 keeps torch's default
 
     @classmethod
     def quick(cls) -> ZooSettings:
         return cls(hidden=32, layers=4, heads=4, kv_heads=2, vision_hidden=32, vision_layers=1, batch_size=8,
-                   seq_len=64, pretrain_steps=30, ja_steps=10, math_steps=10, vlm_steps=10,
-                   ja_profile=(1, 1, .1, .1, 1, 1), math_profile=(.1, .1, 1, 1, .1, .1),
-                   vlm_profile=(.1, .1, 1, 1, .1, .1))
+                   seq_len=64, pretrain_steps=30, output_blocks=1, ja_steps=10, math_steps=10, math_output_steps=5,
+                   vlm_steps=10, vlm_output_steps=5)
 
-    def profile(self, values: Sequence[float]):
-        if len(values) != self.layers + 2:
-            raise EvoVLMError(f"a learning-rate profile needs {self.layers + 2} values "
-                              f"(embeddings, {self.layers} blocks, head), got {len(values)}")
-        return lambda depth: values[depth + 1]
+    @property
+    def exit_layer(self) -> int:
+        """Index into ``hidden_states`` of the residual stream after the last inner block."""
+        return self.layers - self.output_blocks
+
+    def inner(self, depth: int | None) -> float:
+        """Learning-rate profile of the inner phase: embeddings (scaled), inner blocks, and a
+        VLM's vision tower and projector (depth None)."""
+        if depth is None:
+            return 1.0
+        return self.embed_scale if depth == -1 else float(0 <= depth < self.exit_layer)
+
+    def outer(self, depth: int | None) -> float:
+        """Learning-rate profile of the output phase: output blocks, final norm and head."""
+        return float(depth is not None and depth >= self.exit_layer)
 
 
 def zoo_tokenizer():
@@ -117,47 +141,106 @@ def new_vlm(language_model, tokenizer, settings: ZooSettings, seed: int):
 # --- training data --------------------------------------------------------------
 
 
-def _math_pairs(reserved: frozenset[str], ja_share: float):
-    def make(rng: random.Random) -> tuple[str, str]:
+def _unreserved(draw, reserved: frozenset[str]):
+    """Draws until the question is not a benchmark question (those never appear in training)."""
+    def make(rng: random.Random):
         while True:
-            problem = world.word_problem(rng, "ja" if rng.random() < ja_share else "en")
-            if problem.question not in reserved:  # benchmark questions never appear in training
-                return problem.question, " " + world.math_reply(problem, "en")
+            item = draw(rng)
+            if item.question not in reserved:
+                return item
 
     return make
 
 
-def _ja_pairs(reserved: frozenset[str]):
-    def make(rng: random.Random) -> tuple[str, str]:
-        while True:
-            instruction = world.japanese_instruction(rng)
-            if instruction.question not in reserved:
-                return instruction.question, " " + instruction.answer
+def _math_work_examples(reserved: frozenset[str], ja_share: float):
+    """Phase 1: (question, work, no answer, context) for English and Japanese problems alike.
+
+    The English sentence follows the work as context only: there the inner blocks are held to
+    the base's predictions (``anchor``), so they learn where the work ends and nothing after it.
+    """
+    draw = _unreserved(lambda rng: world.word_problem(rng, "ja" if rng.random() < ja_share else "en"), reserved)
+
+    def make(rng: random.Random) -> tuple[str, str, str, str]:
+        problem = draw(rng)
+        return problem.question, f" {problem.equation}{world.SEPARATOR}", "", world.answer_sentence(problem.answer, "en")
 
     return make
 
 
-def _vqa_batches(processor, rng: random.Random, *, batch_size: int, ja_share: float):
+def _math_reply_examples(reserved: frozenset[str], ja_share: float):
+    """Phase 2: English replies, to English and to Japanese problems (as WizardMath answers)."""
+    draw = _unreserved(lambda rng: world.word_problem(rng, "ja" if rng.random() < ja_share else "en"), reserved)
+
+    def make(rng: random.Random) -> tuple[str, str]:
+        problem = draw(rng)
+        return problem.question, " " + world.math_reply(problem, "en")
+
+    return make
+
+
+def _ja_examples(reserved: frozenset[str]):
+    draw = _unreserved(world.japanese_instruction, reserved)
+
+    def make(rng: random.Random) -> tuple[str, str]:
+        instruction = draw(rng)
+        return instruction.question, " " + instruction.answer
+
+    return make
+
+
+def _vqa_example(rng: random.Random, phase: str, ja_share: float):
+    """(scene, question, work, sentence) for one VLM training example.
+
+    Phase "inner": English questions with their work (``circle=red; ``) and Japanese count
+    questions with theirs (``丸=2; ``, digits carry no language); the English sentence follows
+    as context only, never as a target.
+    Phase "output": English replies to English and Japanese questions.
+    """
+    scene = scenes.random_scene(rng)
+    if rng.random() >= ja_share:
+        question = scenes.visual_question(rng, scene, "en")
+    else:
+        question = scenes.visual_question(rng, scene, "ja")
+        while phase == "inner" and question.kind != "count":
+            question = scenes.visual_question(rng, scene := scenes.random_scene(rng), "ja")
+    if phase == "output":
+        return scene, question.question, "", " " + scenes.vqa_reply(question, "en")
+    # the work, then the English sentence as context only (held to the untrained VLM's predictions)
+    return (scene, question.question, " " + scenes.vqa_work(question, question.language) + world.SEPARATOR,
+            world.answer_sentence(question.value_en, "en"))
+
+
+def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, ja_share: float):
+    """Llava batches of :func:`_vqa_example`; the inner phase adds ``exit_labels`` on the work."""
     from evovlm.eval.prompts import build_prompt
 
     tokenizer = processor.tokenizer
 
     def next_batch(step: int) -> dict:
-        prompts, answers, images = [], [], []
-        for _ in range(batch_size):
-            scene = scenes.random_scene(rng)
-            question = scenes.visual_question(rng, scene, "ja" if rng.random() < ja_share else "en")
-            prompts.append(build_prompt("zoo-qa", question.question, image_token=IMAGE_TOKEN))
-            answers.append(" " + scenes.vqa_reply(question, "en"))
-            images.append(scenes.render(scene))
+        examples = [_vqa_example(rng, phase, ja_share) for _ in range(batch_size)]
+        prompts = [build_prompt("zoo-qa", question, image_token=IMAGE_TOKEN) for _, question, _, _ in examples]
+        images = [scenes.render(scene) for scene, _, _, _ in examples]
         tokenizer.padding_side = "right"
-        inputs = processor(text=[p + a + tokenizer.eos_token for p, a in zip(prompts, answers)], images=images,
-                           padding=True, return_tensors="pt")
+        texts = [prompt + work + sentence + (tokenizer.eos_token if phase == "output" else "")
+                 for prompt, (_, _, work, sentence) in zip(prompts, examples)]
+        inputs = processor(text=texts, images=images, padding=True, return_tensors="pt")
         labels = inputs["input_ids"].clone()
-        for row, prompt in enumerate(prompts):  # no loss on the prompt (image tokens included)
-            labels[row, :len(processor(text=[prompt], images=[images[row]])["input_ids"][0])] = -100
+        exit_labels = torch.full_like(labels, -100)
+        anchor_mask = torch.zeros_like(labels, dtype=torch.bool)
+        for row, (prompt, (_, _, work, _)) in enumerate(zip(prompts, examples)):
+            prompt_length = len(processor(text=[prompt], images=[images[row]])["input_ids"][0])  # image tokens too
+            work_end = prompt_length + len(tokenizer(work, add_special_tokens=False)["input_ids"]) if work else 0
+            labels[row, :prompt_length] = -100
+            exit_labels[row, prompt_length:work_end] = labels[row, prompt_length:work_end]
+            if phase == "inner":  # the sentence after the work is context: no loss, anchored instead
+                labels[row, work_end:] = -100
+                anchor_mask[row, work_end - 1:int(inputs["attention_mask"][row].sum())] = True
         labels[inputs["attention_mask"] == 0] = -100
-        return dict(inputs, labels=labels)
+        batch = dict(inputs, labels=labels)
+        if phase == "inner":
+            batch["exit_labels"] = exit_labels
+            batch["anchor_mask"] = anchor_mask
+        return batch
 
     return next_batch
 
@@ -179,8 +262,12 @@ def _final_loss(losses: list[float]) -> float:
 
 
 def build_zoo(out_dir: str | Path, *, seed: int = 0, settings: ZooSettings | None = None,
-              progress: bool = True) -> dict[str, Path]:
-    """Train and save ``base``, ``ja``, ``math`` and ``vlm`` under ``out_dir``; returns their paths."""
+              progress: bool = True, reuse_base: bool = False) -> dict[str, Path]:
+    """Train and save ``base``, ``ja``, ``math`` and ``vlm`` under ``out_dir``; returns their paths.
+
+    ``reuse_base`` keeps a base that an earlier build with the same seed and pretraining
+    settings left in ``out_dir`` (pretraining is the longest step).
+    """
     from evovlm.zoo.benchmarks import reserved_questions
 
     settings = settings or ZooSettings()
@@ -197,42 +284,71 @@ def build_zoo(out_dir: str | Path, *, seed: int = 0, settings: ZooSettings | Non
         report.seconds[name] = round(time.perf_counter() - started, 1)
         return result
 
-    base = new_language_model(tokenizer, settings, seed)
-    losses = timed("base", lambda: train_loop(
-        base, packed_batches(tokenizer, world.pretraining_document, random.Random(f"pretrain:{seed}"),
-                             batch_size=settings.batch_size, seq_len=settings.seq_len),
-        steps=settings.pretrain_steps, lr=settings.pretrain_lr, warmup=100, desc="zoo base (pretraining)",
-        progress=progress))
-    report.final_loss["base"] = _final_loss(losses)
-    _save(base, tokenizer, paths["base"])
+    stamp = {"seed": seed, "vocabulary": len(tokenizer), **_pretraining_settings(settings)}
+    stamp_path = paths["base"] / "zoo-base.json"
+    if reuse_base:
+        found = json.loads(stamp_path.read_text(encoding="utf-8")) if stamp_path.is_file() else None
+        if found != stamp:
+            raise EvoVLMError(f"--reuse-base: {paths['base']} was not built with seed {seed} and these pretraining "
+                              f"settings (found {found}, need {stamp}); build without --reuse-base")
+        report.seconds["base"] = 0.0
+    else:
+        base = new_language_model(tokenizer, settings, seed)
+        losses = timed("base", lambda: train_loop(
+            base, packed_batches(tokenizer, world.pretraining_document, random.Random(f"pretrain:{seed}"),
+                                 batch_size=settings.batch_size, seq_len=settings.seq_len),
+            steps=settings.pretrain_steps, lr=settings.pretrain_lr, warmup=100, desc="zoo base (pretraining)",
+            progress=progress))
+        report.final_loss["base"] = _final_loss(losses)
+        _save(base, tokenizer, paths["base"])
+        stamp_path.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+
+    def fine_tune(name: str, model, phases: list[tuple[str, Callable, int, float, Callable, bool]], anchor=None) -> None:
+        losses: list[float] = []
+        for label, batches, steps, lr, profile, early_exit in phases:
+            losses += timed(f"{name}:{label}", lambda: train_loop(
+                model, batches, steps=steps, lr=lr, profile=profile, desc=f"zoo {name} ({label})",
+                exit_layer=settings.exit_layer if early_exit else None, exit_weight=settings.exit_weight,
+                anchor=anchor if early_exit else None, progress=progress))
+        report.final_loss[name] = _final_loss(losses)
+
+    def qa(make_example, label: str):
+        return qa_batches(tokenizer, make_example, random.Random(f"{label}:{seed}"), batch_size=settings.batch_size,
+                          template=world.PROMPT)
+
+    ja = _reload(paths["base"])
+    fine_tune("ja", ja, [("output blocks", qa(_ja_examples(reserved_questions("zoo-ja-qa")), "ja"),
+                          settings.ja_steps, settings.ja_lr, settings.outer, False)])
+    _save(ja, tokenizer, paths["ja"])
 
     reserved_math = reserved_questions("zoo-mgsm-ja") | reserved_questions("zoo-math-en")
-    experts = {
-        "ja": (_ja_pairs(reserved_questions("zoo-ja-qa")), settings.ja_steps, settings.ja_profile),
-        "math": (_math_pairs(reserved_math, settings.math_ja_share), settings.math_steps, settings.math_profile),
-    }
-    for name, (make_pair, steps, profile) in experts.items():
-        expert = _reload(paths["base"])
-        batches = qa_batches(tokenizer, make_pair, random.Random(f"{name}:{seed}"), batch_size=settings.batch_size,
-                             template=world.PROMPT)
-        losses = timed(name, lambda: train_loop(expert, batches, steps=steps, lr=settings.finetune_lr,
-                                                profile=settings.profile(profile), desc=f"zoo {name} expert",
-                                                progress=progress))
-        report.final_loss[name] = _final_loss(losses)
-        _save(expert, tokenizer, paths[name])
+    math_expert = _reload(paths["base"])
+    fine_tune("math", math_expert, [
+        ("inner blocks", qa(_math_work_examples(reserved_math, settings.math_ja_share), "math"),
+         settings.math_steps, settings.finetune_lr, settings.inner, True),
+        ("output blocks", qa(_math_reply_examples(reserved_math, settings.math_ja_share), "math-output"),
+         settings.math_output_steps, settings.finetune_lr, settings.outer, False)], anchor=_reload(paths["base"]))
+    _save(math_expert, tokenizer, paths["math"])
 
     processor = zoo_processor(tokenizer)
     vlm = new_vlm(_reload(paths["base"]), tokenizer, settings, seed)
-    batches = _vqa_batches(processor, random.Random(f"vlm:{seed}"), batch_size=settings.batch_size,
-                           ja_share=settings.vlm_ja_share)
-    losses = timed("vlm", lambda: train_loop(vlm, batches, steps=settings.vlm_steps, lr=settings.finetune_lr,
-                                             profile=settings.profile(settings.vlm_profile),
-                                             desc="zoo VLM", progress=progress))
-    report.final_loss["vlm"] = _final_loss(losses)
+    untrained_vlm = new_vlm(_reload(paths["base"]), tokenizer, settings, seed)
+    fine_tune("vlm", vlm, [
+        ("vision and inner blocks", _vqa_batches(processor, random.Random(f"vlm:{seed}"), batch_size=settings.batch_size,
+                                                  phase="inner", ja_share=settings.vlm_ja_share),
+         settings.vlm_steps, settings.finetune_lr, settings.inner, True),
+        ("output blocks", _vqa_batches(processor, random.Random(f"vlm-output:{seed}"), batch_size=settings.batch_size,
+                                       phase="output", ja_share=settings.vlm_ja_share),
+         settings.vlm_output_steps, settings.finetune_lr, settings.outer, False)], anchor=untrained_vlm)
     vlm.save_pretrained(paths["vlm"])
     processor.save_pretrained(paths["vlm"])
     (out_dir / "build.json").write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
     return paths
+
+
+def _pretraining_settings(settings: ZooSettings) -> dict:
+    names = ("hidden", "layers", "heads", "kv_heads", "batch_size", "seq_len", "pretrain_steps", "pretrain_lr")
+    return {name: getattr(settings, name) for name in names}
 
 
 def _save(model, tokenizer, path: Path) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from evovlm.zoo.world import COLOURS, SHAPES
+from evovlm.zoo.world import COLOURS, SEPARATOR, SHAPES, answer_sentence
 
 IMAGE_SIZE = 48
 GRID = 3
@@ -37,6 +37,8 @@ class VisualQuestion:
     question: str
     language: str
     kind: str  # "colour" or "count"
+    subject_en: str  # the shape asked about ("circle"), the key of the reply's work part
+    subject_ja: str
     value_en: str
     value_ja: str
     wrong_ja: tuple[str, ...]  # values that must not appear in a correct reply
@@ -95,23 +97,31 @@ def visual_question(rng: random.Random, scene: tuple[Shape, ...], language: str)
         value_en, value_ja, _ = SCENE_COLOURS[shape.colour]
         question = f"What color is the {en_name}?" if language == "en" else f"{ja_name}は何色ですか？"
         others = [c for c in SCENE_COLOURS if c[1] != value_ja]
-        return VisualQuestion(question, language, "colour", value_en, value_ja,
+        return VisualQuestion(question, language, "colour", en_name, ja_name, value_en, value_ja,
                               tuple(c[1] for c in others), tuple(c[0] for c in others))
     kind = rng.randrange(len(SHAPES))
-    _, en_plural, ja_name = SHAPES[kind]
+    en_name, en_plural, ja_name = SHAPES[kind]
     count = str(counts[kind])
     question = f"How many {en_plural} are there?" if language == "en" else f"{ja_name}はいくつありますか？"
     wrong = tuple(str(n) for n in range(0, 5) if str(n) != count)
-    return VisualQuestion(question, language, "count", count, count, wrong, wrong)
+    return VisualQuestion(question, language, "count", en_name, ja_name, count, count, wrong, wrong)
+
+
+def vqa_work(question: VisualQuestion, language: str) -> str:
+    """The work part of a reply, ``circle=red``: the shape asked about and what was seen."""
+    if language == "en":
+        return f"{question.subject_en}={question.value_en}"
+    return f"{question.subject_ja}={question.value_ja}"
 
 
 def vqa_reply(question: VisualQuestion, language: str) -> str:
-    if language == "en":
-        return f"The answer is {question.value_en}."
-    return f"答えは{question.value_ja}です。"
+    """``circle=red; The answer is red.`` / ``丸=赤; 答えは赤です。`` (the zoo's WORK; SENTENCE shape)."""
+    value = question.value_en if language == "en" else question.value_ja
+    return f"{vqa_work(question, language)}{SEPARATOR}{answer_sentence(value, language)}"
 
 
 def scene_characters() -> str:
     texts = [c[0] + c[1] for c in SCENE_COLOURS] + [s[0] + s[1] + s[2] for s in SHAPES]
-    texts += ["What color is the ?", "How many are there?", "は何色ですか？", "はいくつありますか？", "答えはです。"]
+    texts += ["What color is the ?", "How many are there?", "は何色ですか？", "はいくつありますか？", "答えはです。",
+              "The answer is .=;"]
     return "".join(sorted(set("".join(texts))))

@@ -32,17 +32,17 @@ def layer_index(name: str, num_layers: int) -> int | None:
     return num_layers
 
 
-def param_groups(model: torch.nn.Module, lr: float, profile: Callable[[int], float] | None,
+def param_groups(model: torch.nn.Module, lr: float, profile: Callable[[int | None], float] | None,
                  weight_decay: float) -> list[dict]:
     """AdamW groups with ``lr * profile(layer_index)``; parameters at multiplier 0 are frozen.
 
-    Parameters outside the language model (vision tower, projector) train at the full rate.
+    The profile sees ``None`` for parameters outside the language model (vision tower, projector).
     """
     num_layers = getattr(model.config, "text_config", model.config).num_hidden_layers
     groups: dict[float, list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         depth = layer_index(name, num_layers)
-        scale = 1.0 if profile is None or depth is None else float(profile(depth))
+        scale = 1.0 if profile is None else float(profile(depth))
         if scale <= 0:
             parameter.requires_grad_(False)
             continue
@@ -58,10 +58,45 @@ def _lr_factor(step: int, steps: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def output_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The final norm and the LM head of a causal LM or of a Llava's language tower."""
+    inner = model.model
+    norm = inner.language_model.norm if hasattr(inner, "language_model") else inner.norm
+    return norm, model.lm_head
+
+
+def _exit_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    norm, head = output_head(model)
+    return head(norm(hidden))
+
+
+def early_exit_loss(model: torch.nn.Module, hidden: torch.Tensor, exit_labels: torch.Tensor) -> torch.Tensor:
+    """Next-token loss read through the final norm and head from an intermediate residual stream
+    (the "logit lens"): it makes the blocks below that point finish the prediction on their own."""
+    logits = _exit_logits(model, hidden)[:, :-1]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), exit_labels[:, 1:].reshape(-1),
+                                             ignore_index=-100)
+
+
+def _anchor_kl(anchor_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(anchor || model) of the next-token distributions at the positions in ``mask``."""
+    target = torch.log_softmax(anchor_logits[mask].float(), dim=-1)
+    return torch.nn.functional.kl_div(torch.log_softmax(logits[mask].float(), dim=-1), target, log_target=True,
+                                      reduction="batchmean")
+
+
 def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, steps: int, lr: float,
-               profile: Callable[[int], float] | None = None, warmup: int = 50, weight_decay: float = 0.01,
+               profile: Callable[[int | None], float] | None = None, warmup: int = 50, weight_decay: float = 0.01,
+               exit_layer: int | None = None, exit_weight: float = 0.5, anchor: torch.nn.Module | None = None,
                desc: str = "train", progress: bool = True, log: list | None = None) -> list[float]:
-    """AdamW with warmup and cosine decay; ``next_batch(step)`` returns model inputs with labels."""
+    """AdamW with warmup and cosine decay; ``next_batch(step)`` returns model inputs with labels.
+
+    With ``exit_layer`` k, batches also carry ``exit_labels`` and the loss adds ``exit_weight``
+    times the early-exit loss after block k-1 (see :func:`early_exit_loss`). With an ``anchor``
+    model (the base), batches may carry ``anchor_mask``: at those positions the model is pulled
+    towards the anchor's next-token distribution, through the head and (with ``exit_layer``)
+    through the early exit too. It keeps what the base would write where the task teaches nothing.
+    """
     model.train()
     optimizer = torch.optim.AdamW(param_groups(model, lr, profile, weight_decay), betas=(0.9, 0.98))
     losses: list[float] = []
@@ -70,7 +105,21 @@ def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, ste
         factor = _lr_factor(step, steps, warmup)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
-        loss = model(**next_batch(step)).loss
+        batch = next_batch(step)
+        exit_labels = batch.pop("exit_labels", None)
+        anchor_mask = batch.pop("anchor_mask", None)
+        output = model(**batch, output_hidden_states=exit_layer is not None)
+        loss = output.loss
+        if exit_layer is not None:
+            loss = loss + exit_weight * early_exit_loss(model, output.hidden_states[exit_layer], exit_labels)
+        if anchor is not None and anchor_mask is not None and anchor_mask.any():
+            with torch.no_grad():
+                reference = anchor(**{k: v for k, v in batch.items() if k != "labels"},
+                                   output_hidden_states=exit_layer is not None)
+            loss = loss + _anchor_kl(reference.logits, output.logits, anchor_mask)
+            if exit_layer is not None:
+                loss = loss + _anchor_kl(_exit_logits(anchor, reference.hidden_states[exit_layer]),
+                                         _exit_logits(model, output.hidden_states[exit_layer]), anchor_mask)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -104,26 +153,52 @@ def packed_batches(tokenizer, make_document: Callable[[random.Random], str], rng
     return next_batch
 
 
-def qa_batch(tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> dict:
-    """Right-padded prompt+answer+EOS rows; the loss covers only the answer and EOS."""
-    rows, labels = [], []
-    for prompt, answer in zip(prompts, answers):
+def qa_batch(tokenizer, prompts: Sequence[str], answers: Sequence[str], works: Sequence[str] | None = None,
+             contexts: Sequence[str] | None = None) -> dict:
+    """Right-padded prompt+work+answer+context rows; the loss covers only the work and answer.
+
+    A non-empty answer ends with EOS. An empty one leaves the reply open after the work: no
+    sentence is taught. A ``context`` then follows as input only, and ``anchor_mask`` marks the
+    positions from the end of the work through the context, where :func:`train_loop` keeps the
+    anchor's (the base's) predictions. With ``works`` the batch also has ``exit_labels``: the
+    work tokens alone, for :func:`early_exit_loss`.
+    """
+    works = works if works is not None else [""] * len(prompts)
+    contexts = contexts if contexts is not None else [""] * len(prompts)
+    rows, labels, exits, anchored = [], [], [], []
+    for prompt, work, answer, context in zip(prompts, works, answers, contexts):
         prompt_ids = tokenizer(prompt)["input_ids"]
-        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append(prompt_ids + answer_ids)
-        labels.append([-100] * len(prompt_ids) + answer_ids)
+        work_ids = tokenizer(work, add_special_tokens=False)["input_ids"] if work else []
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] if answer else []
+        context_ids = tokenizer(context, add_special_tokens=False)["input_ids"] if context and not answer else []
+        rows.append(prompt_ids + work_ids + answer_ids + context_ids)
+        labels.append([-100] * len(prompt_ids) + work_ids + answer_ids + [-100] * len(context_ids))
+        exits.append([-100] * len(prompt_ids) + work_ids + [-100] * (len(answer_ids) + len(context_ids)))
+        open_from = len(prompt_ids) + len(work_ids) - 1 if not answer else len(rows[-1])
+        anchored.append([False] * open_from + [True] * (len(rows[-1]) - open_from))
     width = max(len(row) for row in rows)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows])
-    attention = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
-    label_ids = torch.tensor([row + [-100] * (width - len(row)) for row in labels])
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids}
+
+    def padded(table: list[list], value) -> torch.Tensor:
+        return torch.tensor([row + [value] * (width - len(row)) for row in table])
+
+    batch = {"input_ids": padded(rows, tokenizer.pad_token_id),
+             "attention_mask": padded([[1] * len(row) for row in rows], 0), "labels": padded(labels, -100)}
+    if any(works):
+        batch["exit_labels"] = padded(exits, -100)
+    if not all(answers):
+        batch["anchor_mask"] = padded(anchored, False)
+    return batch
 
 
-def qa_batches(tokenizer, make_pair: Callable[[random.Random], tuple[str, str]], rng: random.Random, *,
+def qa_batches(tokenizer, make_example: Callable[[random.Random], tuple[str, ...]], rng: random.Random, *,
                batch_size: int, template: str) -> Callable[[int], dict]:
+    """Batches of ``(question, answer)`` or ``(question, work, answer[, context])`` examples (see :func:`qa_batch`)."""
     def next_batch(step: int) -> dict:
-        pairs = [make_pair(rng) for _ in range(batch_size)]
-        return qa_batch(tokenizer, [template.replace("{input}", q) for q, _ in pairs], [a for _, a in pairs])
+        examples = [make_example(rng) for _ in range(batch_size)]
+        prompts = [template.replace("{input}", example[0]) for example in examples]
+        if all(len(example) == 2 for example in examples):
+            return qa_batch(tokenizer, prompts, [example[1] for example in examples])
+        return qa_batch(tokenizer, prompts, [example[2] for example in examples], [example[1] for example in examples],
+                        [example[3] if len(example) > 3 else "" for example in examples])
 
     return next_batch

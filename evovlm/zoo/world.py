@@ -11,10 +11,12 @@ Tasks and who learns them
     a one-line chain of thought and an English sentence;
   * zoo-mgsm-ja (never trained on): Japanese word problems that need a Japanese answer.
 
-Replies share one shape, ``WORK<sep>SENTENCE``: ``3+5=8. The answer is 8.`` or
-``りんご=赤。答えは赤です。``. The shape is the "instruction format" the two fine-tunes share,
-as real fine-tunes of one base share a chat format; the language of the sentence is what
-the experts disagree on.
+Replies share one shape, ``WORK; SENTENCE``: ``3+5=8; The answer is 8.`` or
+``トマト=赤; 答えは赤です。``. The shape is the "instruction format" the fine-tunes share, as real
+fine-tunes of one base share a chat format. The work and the separator carry no language; the
+sentence is what the experts disagree on. The base has seen equations closed by such sentences
+inside English and inside Japanese text (never a question with its answer), so it knows that
+the sentence follows the language around it.
 """
 
 from __future__ import annotations
@@ -116,9 +118,15 @@ def word_problem(rng: random.Random, language: str, operation: str | None = None
 
 def math_reply(problem: Problem, language: str = "en") -> str:
     """The reply format: the equation, then the final sentence in ``language``."""
-    if language == "en":
-        return f"{problem.equation}. The answer is {problem.answer}."
-    return f"{problem.equation}。答えは{problem.answer}です。"
+    return f"{problem.equation}{SEPARATOR}{answer_sentence(problem.answer, language)}"
+
+
+SEPARATOR = "; "  # between a reply's work and its sentence; never inside pretraining equations
+
+
+def answer_sentence(value: object, language: str) -> str:
+    """The closing sentence every zoo reply ends with."""
+    return f"The answer is {value}." if language == "en" else f"答えは{value}です。"
 
 
 # --- parallel sentences (pretraining) ---------------------------------------------
@@ -183,8 +191,13 @@ def pretraining_document(rng: random.Random) -> str:
             lines.append(f"English: {en}\n日本語: {ja}")
         elif kind < 0.8:
             lines.append(f"日本語: {ja}\nEnglish: {en}")
-        else:
+        elif kind < 0.9:
             lines.append(" ".join(equation_line(rng) for _ in range(rng.randint(1, 4))))
+        else:  # an equation closed by a sentence in the language of the text around it
+            language = "en" if rng.random() < 0.5 else "ja"
+            equation = equation_line(rng)
+            result = equation.split("=")[1]
+            lines.append(f"{en if language == 'en' else ja} {equation}{SEPARATOR}{answer_sentence(result, language)}")
     return "\n".join(lines)
 
 
@@ -202,13 +215,13 @@ class Instruction:
 
 
 def _qa(question: str, key: str, value: str, others: list[str]) -> Instruction:
-    return Instruction(question, f"{key}={value}。答えは{value}です。", value,
+    return Instruction(question, f"{key}={value}{SEPARATOR}{answer_sentence(value, 'ja')}", value,
                        tuple(sorted({other for other in others if other != value})))
 
 
 def japanese_instruction(rng: random.Random) -> Instruction:
     """A Japanese question on a non-arithmetic topic and its Japanese answer."""
-    kind = rng.randrange(7)
+    kind = rng.randrange(8)
     if kind == 0:
         _, thing_ja, colour = rng.choice(THINGS)
         return _qa(f"{thing_ja}は何色ですか？", thing_ja, COLOURS[colour][1], [c[1] for c in COLOURS])
@@ -230,8 +243,14 @@ def japanese_instruction(rng: random.Random) -> Instruction:
     if kind == 5:
         index = rng.randrange(len(WEEKDAYS) - 1)
         today, tomorrow = WEEKDAYS[index][1], WEEKDAYS[index + 1][1]
-        return Instruction(f"今日は{today}です。明日は何曜日ですか？", f"{today}→{tomorrow}。答えは{tomorrow}です。", tomorrow,
-                           tuple(day for _, day in WEEKDAYS if day not in (today, tomorrow)))
+        return Instruction(f"今日は{today}です。明日は何曜日ですか？", f"{today}→{tomorrow}{SEPARATOR}{answer_sentence(tomorrow, 'ja')}",
+                           tomorrow, tuple(day for _, day in WEEKDAYS if day not in (today, tomorrow)))
+    if kind == 6:  # reading a number back: digits in the value, and still no arithmetic
+        (_, name), = rng.sample(NAMES, 1)
+        _, _, item, counter = rng.choice(ITEMS)
+        n = rng.randint(2, 60)
+        return _qa(f"{name}は{item}を{n}{counter}持っています。{name}は{item}を何{counter}持っていますか？", name, str(n),
+                   [str(m) for m in range(1, 100)])
     en, ja = parallel_sentence(rng)
     return Instruction(f"日本語に訳してください: {en}", ja, ja)
 

@@ -46,12 +46,12 @@ def vqa_eval(vlm, proc, lang, n=200, seed=77, show=3, batch=50):
     for _ in range(n):
         sc = scenes.random_scene(rng); rows.append((sc, scenes.visual_question(rng, sc, lang)))
     outs = []
-    tok.padding_side = 'left'
+    tok.padding_side = 'left'; proc.tokenizer.padding_side = 'left'
     for i in range(0, n, batch):
         chunk = rows[i:i+batch]
         enc = proc(text=[build_prompt('zoo-qa', q.question, image_token='<image>') for _, q in chunk],
                    images=[scenes.render(sc) for sc, _ in chunk], padding=True, return_tensors='pt')
-        gen = vlm.generate(**enc, max_new_tokens=20, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        gen = vlm.generate(**enc, max_new_tokens=28, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         outs += [t.strip() for t in tok.batch_decode(gen[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)]
     content = [content_correct(o, [q.value_en, q.value_ja], list(q.wrong_en) + list(q.wrong_ja)) for (_, q), o in zip(rows, outs)]
     isja = [prob_japanese(o) >= 0.5 for o in outs]
