@@ -76,8 +76,8 @@ def make_results(folder: Path) -> tuple[Path, Path]:
 
 BEST_RECIPE = """\
 method: dare_ties
-base_model: zoo:base
-target: zoo:vlm
+base_model: zoo:fixture-base  # not a built model: the layer count comes from the selectors
+target: zoo:fixture-vlm
 seed: 0
 models:
   - model: zoo:ja
