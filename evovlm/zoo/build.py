@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from evovlm.errors import EvoVLMError
-from evovlm.zoo import scenes, world
+from evovlm.zoo import MODELS, scenes, world
 from evovlm.zoo.train import packed_batches, qa_batches, train_loop
 
 IMAGE_TOKEN = "<image>"
@@ -276,7 +276,7 @@ def build_zoo(out_dir: str | Path, *, seed: int = 0, settings: ZooSettings | Non
     out_dir = Path(out_dir)
     tokenizer = zoo_tokenizer()
     report = BuildReport(seed=seed, settings=asdict(settings))
-    paths = {name: out_dir / name for name in ("base", "ja", "math", "vlm")}
+    paths = {name: out_dir / name for name in MODELS}
 
     def timed(name: str, fn):
         started = time.perf_counter()

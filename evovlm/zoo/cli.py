@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from evovlm.errors import EvoVLMError
+from evovlm.zoo import MODELS
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "models"
 
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from evovlm.zoo.build import ZooSettings, build_zoo
 
     out = args.out or DEFAULT_OUT
-    names = ("ja", "math", "vlm") if args.reuse_base else ("base", "ja", "math", "vlm")
+    names = MODELS[1:] if args.reuse_base else MODELS
     existing = [name for name in names if (out / name).exists()]
     if existing and not args.overwrite:
         raise EvoVLMError(f"{out} already holds {', '.join(existing)}; pass --overwrite to rebuild them")
@@ -63,7 +64,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise EvoVLMError(f"--limit must be a positive number of problems, got {args.limit}")
     zoo = args.zoo or DEFAULT_OUT
-    missing = [name for name in ("base", "ja", "math", "vlm") if not (zoo / name / "config.json").is_file()]
+    missing = [name for name in MODELS if not (zoo / name / "config.json").is_file()]
     if missing:
         raise EvoVLMError(f"{zoo} lacks {', '.join(missing)}: build the zoo first (`evovlm zoo build`)")
     report = acceptance_report(zoo, limit=args.limit, data_seed=args.data_seed, progress=not args.quiet)

@@ -10,12 +10,14 @@ splits (or on a fresh draw with ``--data-seed``).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from evovlm.errors import EvoVLMError
+from evovlm.zoo import MODELS
 
 
 def oracle_weights(layers: int, output_blocks: int) -> tuple[dict, dict]:
@@ -27,7 +29,7 @@ def oracle_weights(layers: int, output_blocks: int) -> tuple[dict, dict]:
 
 
 def zoo_refs(zoo: Path) -> dict[str, str]:
-    return {name: str(zoo / name) for name in ("base", "ja", "math", "vlm")}
+    return {name: str(zoo / name) for name in MODELS}
 
 
 def llm_recipes(refs: dict[str, str], layers: int, output_blocks: int) -> dict[str, dict]:
@@ -71,6 +73,7 @@ def acceptance_report(zoo: str | Path, *, limit: int | None = None, data_seed: i
     from evovlm.merge.recipe import recipe_from_dict
 
     zoo = Path(zoo).resolve()
+    refs = zoo_refs(zoo)
     layers, output_blocks = _zoo_shape(zoo)
     split = None if data_seed is not None else "test"
     benches: dict[str, object] = {}
@@ -94,8 +97,10 @@ def acceptance_report(zoo: str | Path, *, limit: int | None = None, data_seed: i
         log("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
 
     with tempfile.TemporaryDirectory(prefix="evovlm-zoo-report-") as scratch:
+        numbers = itertools.count()
+
         def merged(name: str, recipe: dict) -> Path:
-            out = Path(scratch) / f"merge-{len(list(Path(scratch).iterdir()))}"
+            out = Path(scratch) / f"merge-{next(numbers)}"
             merge_checkpoints(recipe_from_dict(recipe, name), out, progress=False)
             return out
 
@@ -107,13 +112,13 @@ def acceptance_report(zoo: str | Path, *, limit: int | None = None, data_seed: i
         target_keys = ("acc", "acc_ja", "acc_pure")
         for name in ("base", "ja", "math"):
             score(name, zoo / name, "zoo-mgsm-ja", target_keys)
-        for name, recipe in llm_recipes(zoo_refs(zoo), layers, output_blocks).items():
+        for name, recipe in llm_recipes(refs, layers, output_blocks).items():
             score(name, merged(name, recipe), "zoo-mgsm-ja", target_keys)
         log("zoo-vqa-ja: VLM, JA expert (no image), oracle")
         vqa_keys = ("rougeL_ja", "content_ja", "content")
         score("vlm", zoo / "vlm", "zoo-vqa-ja", vqa_keys)
         score("ja", zoo / "ja", "zoo-vqa-ja", vqa_keys, blind=True)
-        score("oracle: VLM inside, JA output blocks", merged("vlm-oracle", vlm_oracle_recipe(zoo_refs(zoo), layers, output_blocks)),
+        score("oracle: VLM inside, JA output blocks", merged("vlm-oracle", vlm_oracle_recipe(refs, layers, output_blocks)),
               "zoo-vqa-ja", vqa_keys)
     return {"zoo": str(zoo), "split": split, "data_seed": data_seed, "limit": limit, "rows": rows,
             "checks": acceptance_checks(rows)}

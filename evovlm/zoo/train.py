@@ -66,15 +66,15 @@ def output_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Modul
 
 
 def _exit_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits read through the final norm and head from an intermediate residual stream (the
+    "logit lens"). A loss on them makes the blocks below that point finish the prediction alone."""
     norm, head = output_head(model)
     return head(norm(hidden))
 
 
-def early_exit_loss(model: torch.nn.Module, hidden: torch.Tensor, exit_labels: torch.Tensor) -> torch.Tensor:
-    """Next-token loss read through the final norm and head from an intermediate residual stream
-    (the "logit lens"): it makes the blocks below that point finish the prediction on their own."""
-    logits = _exit_logits(model, hidden)[:, :-1]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), exit_labels[:, 1:].reshape(-1),
+def _next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    logits = logits[:, :-1]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                              ignore_index=-100)
 
 
@@ -92,7 +92,7 @@ def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, ste
     """AdamW with warmup and cosine decay; ``next_batch(step)`` returns model inputs with labels.
 
     With ``exit_layer`` k, batches also carry ``exit_labels`` and the loss adds ``exit_weight``
-    times the early-exit loss after block k-1 (see :func:`early_exit_loss`). With an ``anchor``
+    times the next-token loss on the early exit after block k-1 (see :func:`_exit_logits`). With an ``anchor``
     model (the base), batches may carry ``anchor_mask``: at those positions the model is pulled
     towards the anchor's next-token distribution, through the head and (with ``exit_layer``)
     through the early exit too. It keeps what the base would write where the task teaches nothing.
@@ -110,16 +110,17 @@ def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, ste
         anchor_mask = batch.pop("anchor_mask", None)
         output = model(**batch, output_hidden_states=exit_layer is not None)
         loss = output.loss
-        if exit_layer is not None:
-            loss = loss + exit_weight * early_exit_loss(model, output.hidden_states[exit_layer], exit_labels)
+        exit_logits = None if exit_layer is None else _exit_logits(model, output.hidden_states[exit_layer])
+        if exit_logits is not None:
+            loss = loss + exit_weight * _next_token_loss(exit_logits, exit_labels)
         if anchor is not None and anchor_mask is not None and anchor_mask.any():
             with torch.no_grad():
                 reference = anchor(**{k: v for k, v in batch.items() if k != "labels"},
-                                   output_hidden_states=exit_layer is not None)
+                                   output_hidden_states=exit_logits is not None)
             loss = loss + _anchor_kl(reference.logits, output.logits, anchor_mask)
-            if exit_layer is not None:
-                loss = loss + _anchor_kl(_exit_logits(anchor, reference.hidden_states[exit_layer]),
-                                         _exit_logits(model, output.hidden_states[exit_layer]), anchor_mask)
+            if exit_logits is not None:
+                loss = loss + _anchor_kl(_exit_logits(anchor, reference.hidden_states[exit_layer]), exit_logits,
+                                         anchor_mask)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -161,7 +162,7 @@ def qa_batch(tokenizer, prompts: Sequence[str], answers: Sequence[str], works: S
     sentence is taught. A ``context`` then follows as input only, and ``anchor_mask`` marks the
     positions from the end of the work through the context, where :func:`train_loop` keeps the
     anchor's (the base's) predictions. With ``works`` the batch also has ``exit_labels``: the
-    work tokens alone, for :func:`early_exit_loss`.
+    work tokens alone, for the early-exit loss of :func:`train_loop`.
     """
     works = works if works is not None else [""] * len(prompts)
     contexts = contexts if contexts is not None else [""] * len(prompts)

@@ -4,6 +4,7 @@ English and Japanese problems alike (no answer sentence, no EOS): reading and co
 Phase 2 trains only the output blocks and head on English problems with the full English reply:
 the English answer sentence lives in the output blocks only."""
 from exp import *
+from finetune_2ph_lib import batches
 import argparse
 ap = argparse.ArgumentParser()
 ap.add_argument('base'); ap.add_argument('--tag', default='_2ph')
@@ -12,21 +13,6 @@ ap.add_argument('--ja-share', type=float, default=0.3); ap.add_argument('--split
 ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--lr2', type=float, default=3e-4)
 ap.add_argument('--emb', type=float, default=.3)
 a = ap.parse_args()
-def batches(rng, ja_share, full, bs=32):
-    def nb(step):
-        rows, labels = [], []
-        for _ in range(bs):
-            ja = rng.random() < ja_share
-            p = world.word_problem(rng, 'ja' if ja else 'en')
-            pid = tok(PROMPT.replace('{input}', p.question))['input_ids']
-            ans = ' ' + (world.math_reply(p, 'en') if full else p.equation)
-            aid = tok(ans, add_special_tokens=False)['input_ids'] + ([tok.eos_token_id] if full else [])
-            rows.append(pid + aid); labels.append([-100]*len(pid) + aid)
-        w = max(map(len, rows)); pad = tok.pad_token_id
-        return {'input_ids': torch.tensor([r+[pad]*(w-len(r)) for r in rows]),
-                'attention_mask': torch.tensor([[1]*len(r)+[0]*(w-len(r)) for r in rows]),
-                'labels': torch.tensor([r+[-100]*(w-len(r)) for r in labels])}
-    return nb
 m = load(a.base); L = m.config.num_hidden_layers; t = time.time()
 p1 = lambda i: a.emb if i == -1 else (1.0 if 0 <= i < a.split else 0.0)
 train_loop(m, batches(random.Random(1), a.ja_share, False), steps=a.steps1, lr=a.lr, profile=p1, desc='math-1')

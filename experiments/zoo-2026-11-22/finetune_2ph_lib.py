@@ -1,3 +1,4 @@
+"""The batch builder of finetune_2ph.py, shared with ft_phase2.py."""
 from exp import *
 def batches(rng, ja_share, full, bs=32):
     def nb(step):
