@@ -91,7 +91,14 @@ def test_ps_plus_dfs_hybrid_builds_a_loadable_dfs_model(tmp_path):
                              "runtime": QUIET}, run)
     ps, dfs = summary["stages"]["ps"], summary["stages"]["dfs"]
     assert ps["model_dir"] == str(run / "ps" / "model") and ps["trials"] == 4
-    assert dfs["trials"] == 12 and summary["model_dir"] == str(run / "dfs" / "model")
+    assert dfs["trials"] == 2 * 6 + 1 and summary["model_dir"] == str(run / "dfs" / "model")
+    # init a: model A itself (the PS result) is scored once as an extra candidate, so the hybrid
+    # cannot end below PS on the fitness split
+    start = [json.loads(line) for line in (run / "dfs" / "history.jsonl").read_text().splitlines()
+             if '"index": 6' in line and '"type": "candidate"' in line]
+    assert len(start) == 1 and start[0]["candidate"]["path"] == ["A:0", "A:1"]
+    assert start[0]["fitness"] == pytest.approx(ps["best"]["fitness"], abs=1e-5)
+    assert summary["best"]["fitness"] >= ps["best"]["fitness"] - 1e-5
     resolved = json.loads((run / "dfs" / "result.json").read_text())
     assert resolved["candidate"]["path"][0] == "A:0" and resolved["candidate"]["path"][-1] == "A:1"
     model = AutoModelForCausalLM.from_pretrained(summary["model_dir"])

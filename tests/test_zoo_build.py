@@ -78,6 +78,14 @@ def test_build_is_deterministic_and_refuses_to_overwrite(quick_zoo, tmp_path, ca
                  "--reuse-base", "--overwrite"]) == 2
     assert "--reuse-base" in capsys.readouterr().err
 
+    # --only retrains just the named models, to the same weights as a full build
+    math_built_at = (tmp_path / "math" / "model.safetensors").stat().st_mtime_ns
+    assert main(["zoo", "build", "--quick", "--quiet", "--out", str(tmp_path), "--seed", "3",
+                 "--only", "vlm", "--overwrite"]) == 0
+    assert (tmp_path / "math" / "model.safetensors").stat().st_mtime_ns == math_built_at
+    vlm = load_file(tmp_path / "vlm" / "model.safetensors")
+    assert all(torch.equal(vlm[k], load_file(quick_zoo / "vlm" / "model.safetensors")[k]) for k in vlm)
+
 
 def test_oracle_recipe_takes_inner_blocks_from_math_and_output_blocks_from_ja(quick_zoo, tmp_path):
     from evovlm.merge.engine import merge_checkpoints
@@ -118,3 +126,47 @@ def test_example_oracle_recipes_match_the_report():
     assert read_yaml_file(examples / "zoo-oracle.yaml", "recipe") == llm_recipes(refs, *shape)[
         "oracle: MATH inside, JA output blocks"]
     assert read_yaml_file(examples / "zoo-oracle-vlm.yaml", "recipe") == vlm_oracle_recipe(refs, *shape)
+
+
+def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zoo, tmp_path, capsys):
+    import shutil
+
+    from evovlm.zoo.evolution import (DFS_ROW, HYBRID_ROW, PS_ROW, VLM_ROW, EvolveBudget, evolution_checks,
+                                      format_table, install_models, zoo_evolution)
+
+    budget = EvolveBudget(ps_trials=1, dfs_generations=1, hybrid_generations=1, vlm_trials=1, repeats=1,
+                          fitness_limit=2)
+    out = tmp_path / "runs"
+    result = zoo_evolution(quick_zoo, out, budget=budget, limit=3, progress=False, log=lambda _: None)
+    assert json.loads((out / "table.json").read_text(encoding="utf-8")) == result
+    for run in ("ps-dfs/ps", "ps-dfs/dfs", "dfs", "vlm"):
+        assert (out / run / "result.json").is_file() and (out / run / "model" / "config.json").is_file()
+    rows = {(row["model"], row["benchmark"]): row for row in result["rows"]}
+    for name in ("base", "ja", "math", PS_ROW, DFS_ROW, HYBRID_ROW):
+        assert rows[name, "zoo-mgsm-ja"]["n"] == 3
+    assert set(rows[VLM_ROW, "zoo-vqa-ja"]) >= {"rougeL_ja", "content_ja", "content"}
+    assert [item["criterion"] for item in result["checks"]] == [item["criterion"] for item in evolution_checks(
+        result["rows"])] and len(result["checks"]) == 6
+    table = format_table(result)
+    assert f"| {PS_ROW} | {rows[PS_ROW, 'zoo-mgsm-ja']['acc_ja']} |" in table and "| claim | result |" in table
+
+    # the claims are decided on the numbers: a PS row above the oracle passes, one at the best source fails
+    def with_ps(value: float) -> list[dict]:
+        return [dict(row, acc_ja=value) if row["model"] == PS_ROW else row for row in result["rows"]]
+    oracle = rows["oracle: MATH inside, JA output blocks", "zoo-mgsm-ja"]["acc_ja"]
+    best_source = max(rows[name, "zoo-mgsm-ja"]["acc_ja"] for name in ("base", "ja", "math"))
+    recovered = next(c for c in evolution_checks(with_ps(best_source)) if "80%" in c["criterion"])
+    assert not recovered["passed"]
+    if oracle > best_source:
+        assert next(c for c in evolution_checks(with_ps(oracle)) if "80%" in c["criterion"])["passed"]
+
+    # a second call without --resume refuses to clobber the runs; with --resume it re-scores them
+    assert main(["zoo", "evolve", "--zoo", str(quick_zoo), "--out", str(out), "--quiet"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+    zoo_copy = tmp_path / "zoo"
+    shutil.copytree(quick_zoo, zoo_copy)
+    installed = install_models(out, zoo_copy)
+    assert set(installed) == {"evollm", "evovlm"}
+    assert load_runner(zoo_copy / "evollm").kind == "causal-lm" and load_runner(zoo_copy / "evovlm").kind == "vlm"
+    assert not list(zoo_copy.glob(".*partial"))

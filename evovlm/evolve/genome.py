@@ -222,6 +222,11 @@ class DFSGenome(_Affine):
         slots[:self.layers_a] = True
         return slots
 
+    @property
+    def start_is_a_model(self) -> bool:
+        """``init: a`` starts at model A itself, worth scoring as a candidate (see evolve.search)."""
+        return self.config.init == "a"
+
     def initial_mean(self, mean: float) -> np.ndarray:
         if self.config.init == "a":
             low, high = self.config.scale_range

@@ -8,6 +8,11 @@ optimiser state, append a ``generation`` line, and refresh the best-so-far file 
 
 CMA-ES minimises, so it is told ``-fitness``; a failed candidate is told a value worse than
 any real one (only ranks matter to CMA-ES).
+
+A genome whose start is a model in its own right (DFS with ``init: a``: model A itself) has
+that start scored once, as an extra candidate of generation 0 (index = population) that
+CMA-ES is not told about; it can be chosen as the best, so such a stage never ends below its
+starting model on the fitness split.
 """
 
 from __future__ import annotations
@@ -125,16 +130,18 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
         for generation in range(optimizer.generation, total):
             started = time.perf_counter()
             genomes = optimizer.ask_generation()
+            if generation == 0 and getattr(genome, "start_is_a_model", False):
+                genomes = [*genomes, genome.initial_mean(opt_config.mean)]
             # Candidates of this generation that finished before a crash are reused; failed ones are
             # tried again (a deterministic failure fails again the same way; a transient one may not).
             done = {i: r for i, r in history.candidates(generation).items() if r.get("fitness") is not None}
             for index, record in done.items():
-                if index >= population or record["genome"] != genomes[index].tolist():
+                if index >= len(genomes) or record["genome"] != genomes[index].tolist():
                     raise EvoVLMError(f"{history.path}: candidate {index} of generation {generation} differs from "
                                       "what the saved optimiser state asks: the history and the state disagree "
                                       "(was the config or the seed changed?)")
-            todo = [Task(generation, i, "fitness", genomes[i].tolist()) for i in range(population) if i not in done]
-            inner = tqdm(total=population, initial=len(done), desc=f"{label}generation {generation}", unit="cand",
+            todo = [Task(generation, i, "fitness", genomes[i].tolist()) for i in range(len(genomes)) if i not in done]
+            inner = tqdm(total=len(genomes), initial=len(done), desc=f"{label}generation {generation}", unit="cand",
                          leave=False, disable=not progress, position=1)
             for outcome in backend.run(todo):
                 if outcome.fatal:
@@ -151,7 +158,7 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
             if all(f is None for f in fitness):  # a setup problem (e.g. out of memory), not bad candidates
                 raise EvoVLMError(f"every candidate of generation {generation} failed, e.g. {done[0]['error']}; "
                                   f"see {history.path}; fix the cause and continue with --resume")
-            optimizer.tell(genomes, [FAILED_VALUE if f is None else -f for f in fitness])
+            optimizer.tell(genomes[:population], [FAILED_VALUE if f is None else -f for f in fitness])
             if use_validation:
                 _validate_generation_best(history, backend, genome, generation, done, label)
             optimizer.save(state_path(state_dir, generation))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,6 +64,7 @@ class ZooSettings:
     vlm_steps: int = 1200
     vlm_output_steps: int = 400
     vlm_ja_share: float = 0.3  # Japanese questions: count work only in phase 1, English replies in phase 2
+    vlm_ja_work: str = "count"  # "all": Japanese colour work too, Japanese sentence as context (runs 15-16)
     finetune_lr: float = 1e-3
     threads: int = 0  # torch threads; 0 keeps torch's default
 
@@ -188,12 +189,14 @@ def _ja_examples(reserved: frozenset[str]):
     return make
 
 
-def _vqa_example(rng: random.Random, phase: str, ja_share: float):
+def _vqa_example(rng: random.Random, phase: str, ja_share: float, ja_work: str = "count"):
     """(scene, question, work, sentence) for one VLM training example.
 
     Phase "inner": English questions with their work (``circle=red; ``) and Japanese count
     questions with theirs (``丸=2; ``, digits carry no language); the English sentence follows
-    as context only, never as a target.
+    as context only, never as a target, held to the untrained VLM's predictions.
+    ``ja_work="all"`` (runs 15-16 of the zoo README) adds Japanese colour work (``丸=赤; ``) with
+    the Japanese sentence as context: the oracle's ROUGE-L-ja passes, the VLM's English drops.
     Phase "output": English replies to English and Japanese questions.
     """
     scene = scenes.random_scene(rng)
@@ -201,23 +204,24 @@ def _vqa_example(rng: random.Random, phase: str, ja_share: float):
         question = scenes.visual_question(rng, scene, "en")
     else:
         question = scenes.visual_question(rng, scene, "ja")
-        while phase == "inner" and question.kind != "count":
+        while phase == "inner" and ja_work == "count" and question.kind != "count":
             question = scenes.visual_question(rng, scene := scenes.random_scene(rng), "ja")
     if phase == "output":
         return scene, question.question, "", " " + scenes.vqa_reply(question, "en")
-    # the work, then the English sentence as context only (held to the untrained VLM's predictions)
-    return (scene, question.question, " " + scenes.vqa_work(question, question.language) + world.SEPARATOR,
-            world.answer_sentence(question.value_en, "en"))
+    sentence = (world.answer_sentence(question.value_ja, "ja") if ja_work == "all" and question.language == "ja"
+                else world.answer_sentence(question.value_en, "en"))
+    return (scene, question.question, " " + scenes.vqa_work(question, question.language) + world.SEPARATOR, sentence)
 
 
-def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, ja_share: float):
+def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, ja_share: float,
+                 ja_work: str = "count"):
     """Llava batches of :func:`_vqa_example`; the inner phase adds ``exit_labels`` on the work."""
     from evovlm.eval.prompts import build_prompt
 
     tokenizer = processor.tokenizer
 
     def next_batch(step: int) -> dict:
-        examples = [_vqa_example(rng, phase, ja_share) for _ in range(batch_size)]
+        examples = [_vqa_example(rng, phase, ja_share, ja_work) for _ in range(batch_size)]
         prompts = [build_prompt("zoo-qa", question, image_token=IMAGE_TOKEN) for _, question, _, _ in examples]
         images = [scenes.render(scene) for scene, _, _, _ in examples]
         tokenizer.padding_side = "right"
@@ -262,11 +266,13 @@ def _final_loss(losses: list[float]) -> float:
 
 
 def build_zoo(out_dir: str | Path, *, seed: int = 0, settings: ZooSettings | None = None,
-              progress: bool = True, reuse_base: bool = False) -> dict[str, Path]:
-    """Train and save ``base``, ``ja``, ``math`` and ``vlm`` under ``out_dir``; returns their paths.
+              progress: bool = True, models: Collection[str] = MODELS) -> dict[str, Path]:
+    """Train and save ``models`` (default all: base, ja, math, vlm) under ``out_dir``; returns their paths.
 
-    ``reuse_base`` keeps a base that an earlier build with the same seed and pretraining
-    settings left in ``out_dir`` (pretraining is the longest step).
+    Leaving ``base`` out reuses the base that an earlier build with the same seed and
+    pretraining settings left in ``out_dir`` (pretraining is the longest step). Every model
+    is trained from the base alone with its own seeded data, so building one gives the same
+    weights as building all.
     """
     from evovlm.zoo.benchmarks import reserved_questions
 
@@ -276,7 +282,18 @@ def build_zoo(out_dir: str | Path, *, seed: int = 0, settings: ZooSettings | Non
     out_dir = Path(out_dir)
     tokenizer = zoo_tokenizer()
     report = BuildReport(seed=seed, settings=asdict(settings))
-    paths = {name: out_dir / name for name in MODELS}
+    if settings.vlm_ja_work not in ("count", "all"):
+        raise EvoVLMError(f"vlm_ja_work must be 'count' or 'all', got {settings.vlm_ja_work!r}")
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise EvoVLMError(f"unknown zoo model(s) {', '.join(unknown)}; the zoo builds {', '.join(MODELS)}")
+    paths = {name: out_dir / name for name in MODELS if name in models}
+    base_path = out_dir / "base"
+    previous = out_dir / "build.json"
+    if "base" not in models and previous.is_file():  # keep the timings of the models not rebuilt
+        kept = json.loads(previous.read_text(encoding="utf-8"))
+        if kept.get("seed") == seed and kept.get("settings") == report.settings:
+            report.seconds, report.final_loss = kept.get("seconds", {}), kept.get("final_loss", {})
 
     def timed(name: str, fn):
         started = time.perf_counter()
@@ -285,13 +302,12 @@ def build_zoo(out_dir: str | Path, *, seed: int = 0, settings: ZooSettings | Non
         return result
 
     stamp = {"seed": seed, "vocabulary": len(tokenizer), **_pretraining_settings(settings)}
-    stamp_path = paths["base"] / "zoo-base.json"
-    if reuse_base:
+    stamp_path = base_path / "zoo-base.json"
+    if "base" not in models:
         found = json.loads(stamp_path.read_text(encoding="utf-8")) if stamp_path.is_file() else None
         if found != stamp:
-            raise EvoVLMError(f"--reuse-base: {paths['base']} was not built with seed {seed} and these pretraining "
-                              f"settings (found {found}, need {stamp}); build without --reuse-base")
-        report.seconds["base"] = 0.0
+            raise EvoVLMError(f"--reuse-base/--only: {base_path} was not built with seed {seed} and these "
+                              f"pretraining settings (found {found}, need {stamp}); build the base too")
     else:
         base = new_language_model(tokenizer, settings, seed)
         losses = timed("base", lambda: train_loop(
@@ -300,7 +316,7 @@ def build_zoo(out_dir: str | Path, *, seed: int = 0, settings: ZooSettings | Non
             steps=settings.pretrain_steps, lr=settings.pretrain_lr, warmup=100, desc="zoo base (pretraining)",
             progress=progress))
         report.final_loss["base"] = _final_loss(losses)
-        _save(base, tokenizer, paths["base"])
+        _save(base, tokenizer, base_path)
         stamp_path.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
 
     def fine_tune(name: str, model, phases: list[tuple[str, Callable, int, float, Callable, bool]], anchor=None) -> None:
@@ -316,32 +332,37 @@ def build_zoo(out_dir: str | Path, *, seed: int = 0, settings: ZooSettings | Non
         return qa_batches(tokenizer, make_example, random.Random(f"{label}:{seed}"), batch_size=settings.batch_size,
                           template=world.PROMPT)
 
-    ja = _reload(paths["base"])
-    fine_tune("ja", ja, [("output blocks", qa(_ja_examples(reserved_questions("zoo-ja-qa")), "ja"),
-                          settings.ja_steps, settings.ja_lr, settings.outer, False)])
-    _save(ja, tokenizer, paths["ja"])
+    if "ja" in models:
+        ja = _reload(base_path)
+        fine_tune("ja", ja, [("output blocks", qa(_ja_examples(reserved_questions("zoo-ja-qa")), "ja"),
+                              settings.ja_steps, settings.ja_lr, settings.outer, False)])
+        _save(ja, tokenizer, paths["ja"])
 
-    reserved_math = reserved_questions("zoo-mgsm-ja") | reserved_questions("zoo-math-en")
-    math_expert = _reload(paths["base"])
-    fine_tune("math", math_expert, [
-        ("inner blocks", qa(_math_work_examples(reserved_math, settings.math_ja_share), "math"),
-         settings.math_steps, settings.finetune_lr, settings.inner, True),
-        ("output blocks", qa(_math_reply_examples(reserved_math, settings.math_ja_share), "math-output"),
-         settings.math_output_steps, settings.finetune_lr, settings.outer, False)], anchor=_reload(paths["base"]))
-    _save(math_expert, tokenizer, paths["math"])
+    if "math" in models:
+        reserved_math = reserved_questions("zoo-mgsm-ja") | reserved_questions("zoo-math-en")
+        math_expert = _reload(base_path)
+        fine_tune("math", math_expert, [
+            ("inner blocks", qa(_math_work_examples(reserved_math, settings.math_ja_share), "math"),
+             settings.math_steps, settings.finetune_lr, settings.inner, True),
+            ("output blocks", qa(_math_reply_examples(reserved_math, settings.math_ja_share), "math-output"),
+             settings.math_output_steps, settings.finetune_lr, settings.outer, False)], anchor=_reload(base_path))
+        _save(math_expert, tokenizer, paths["math"])
 
-    processor = zoo_processor(tokenizer)
-    vlm = new_vlm(_reload(paths["base"]), tokenizer, settings, seed)
-    untrained_vlm = new_vlm(_reload(paths["base"]), tokenizer, settings, seed)
-    fine_tune("vlm", vlm, [
-        ("vision and inner blocks", _vqa_batches(processor, random.Random(f"vlm:{seed}"), batch_size=settings.batch_size,
-                                                  phase="inner", ja_share=settings.vlm_ja_share),
-         settings.vlm_steps, settings.finetune_lr, settings.inner, True),
-        ("output blocks", _vqa_batches(processor, random.Random(f"vlm-output:{seed}"), batch_size=settings.batch_size,
-                                       phase="output", ja_share=settings.vlm_ja_share),
-         settings.vlm_output_steps, settings.finetune_lr, settings.outer, False)], anchor=untrained_vlm)
-    vlm.save_pretrained(paths["vlm"])
-    processor.save_pretrained(paths["vlm"])
+    if "vlm" in models:
+        processor = zoo_processor(tokenizer)
+        vlm = new_vlm(_reload(base_path), tokenizer, settings, seed)
+        untrained_vlm = new_vlm(_reload(base_path), tokenizer, settings, seed)
+        def vqa(phase: str, label: str):
+            return _vqa_batches(processor, random.Random(f"{label}:{seed}"), batch_size=settings.batch_size,
+                                phase=phase, ja_share=settings.vlm_ja_share, ja_work=settings.vlm_ja_work)
+
+        fine_tune("vlm", vlm, [
+            ("vision and inner blocks", vqa("inner", "vlm"), settings.vlm_steps, settings.finetune_lr,
+             settings.inner, True),
+            ("output blocks", vqa("output", "vlm-output"), settings.vlm_output_steps, settings.finetune_lr,
+             settings.outer, False)], anchor=untrained_vlm)
+        vlm.save_pretrained(paths["vlm"])
+        processor.save_pretrained(paths["vlm"])
     (out_dir / "build.json").write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
     return paths
 

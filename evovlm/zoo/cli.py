@@ -1,4 +1,5 @@
-"""``evovlm zoo build`` trains the miniature zoo (see :mod:`evovlm.zoo.build`); ``evovlm zoo report`` measures it."""
+"""``evovlm zoo build`` trains the miniature zoo (:mod:`evovlm.zoo.build`), ``evovlm zoo report`` measures it,
+``evovlm zoo evolve`` evolves merges on it (:mod:`evovlm.zoo.evolution`)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--reuse-base", action="store_true",
                        help="keep the base already in the output folder (built with the same seed and pretraining "
                             "settings) and retrain only the experts and the VLM")
+    build.add_argument("--only", nargs="+", choices=MODELS[1:], metavar="NAME",
+                       help="retrain only these of ja, math, vlm (reusing the base, as --reuse-base); "
+                            "each model trains from the base alone, so the result is the same as a full build")
     build.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
+    evolve = sub.add_parser("evolve", help="PS, DFS and PS+DFS on the zoo, and the VLM merge, as the paper's Table 1")
+    evolve.add_argument("--zoo", type=Path, default=None, help=f"zoo folder (default: {DEFAULT_OUT})")
+    evolve.add_argument("--out", type=Path, required=True,
+                        help="folder for the three evolution runs (ps-dfs, dfs, vlm) and table.json")
+    evolve.add_argument("--seed", type=int, default=0, help="CMA-ES seed of every run (default 0)")
+    evolve.add_argument("--resume", action="store_true",
+                        help="finish the runs already started in --out instead of starting them again")
+    evolve.add_argument("--ps-trials", type=int, default=None, help="PS budget in candidates (default 120)")
+    evolve.add_argument("--dfs-generations", type=int, default=None, help="DFS budget in generations (default 20)")
+    evolve.add_argument("--limit", type=int, default=None,
+                        help="score only the first N test problems in the table (searches use the fitness split)")
+    evolve.add_argument("--data-seed", type=int, default=None, help="score the table on a fresh draw")
+    evolve.add_argument("--install", action="store_true",
+                        help="copy the evolved PS and VLM models into the zoo folder as evollm and evovlm")
+    evolve.add_argument("--quiet", action="store_true", help="no progress bars")
     report = sub.add_parser("report", help="measure the acceptance table: sources, uniform merges, oracles")
     report.add_argument("--zoo", type=Path, default=None, help=f"zoo folder (default: {DEFAULT_OUT})")
     report.add_argument("--limit", type=int, default=None, help="score only the first N problems of each benchmark")
@@ -37,10 +56,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.zoo_command == "report":
         return _report(args)
+    if args.zoo_command == "evolve":
+        return _evolve(args)
     from evovlm.zoo.build import ZooSettings, build_zoo
 
     out = args.out or DEFAULT_OUT
-    names = MODELS[1:] if args.reuse_base else MODELS
+    names = tuple(args.only) if args.only else MODELS[1:] if args.reuse_base else MODELS
     existing = [name for name in names if (out / name).exists()]
     if existing and not args.overwrite:
         raise EvoVLMError(f"{out} already holds {', '.join(existing)}; pass --overwrite to rebuild them")
@@ -51,10 +72,46 @@ def run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         settings = replace(settings, threads=args.threads)
-    paths = build_zoo(out, seed=args.seed, settings=settings, progress=not args.quiet, reuse_base=args.reuse_base)
+    paths = build_zoo(out, seed=args.seed, settings=settings, progress=not args.quiet, models=names)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
+
+
+def _built_zoo(zoo: Path | None) -> Path:
+    zoo = zoo or DEFAULT_OUT
+    missing = [name for name in MODELS if not (zoo / name / "config.json").is_file()]
+    if missing:
+        raise EvoVLMError(f"{zoo} lacks {', '.join(missing)}: build the zoo first (`evovlm zoo build`)")
+    return zoo
+
+
+def _evolve(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from evovlm.zoo.evolution import RUN_NAMES, EvolveBudget, format_table, install_models, zoo_evolution
+
+    zoo = _built_zoo(args.zoo)
+    for name in ("ps_trials", "dfs_generations", "limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise EvoVLMError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    started = [name for name in RUN_NAMES if (args.out / name).exists()]
+    if started and not args.resume:
+        raise EvoVLMError(f"{args.out} already holds the run(s) {', '.join(started)}; pass --resume to finish them "
+                          f"(finished runs are kept and re-scored) or choose another --out")
+    budget = EvolveBudget()
+    if args.ps_trials:
+        budget = replace(budget, ps_trials=args.ps_trials)
+    if args.dfs_generations:
+        budget = replace(budget, dfs_generations=args.dfs_generations)
+    result = zoo_evolution(zoo, args.out, seed=args.seed, budget=budget, resume=args.resume,
+                           data_seed=args.data_seed, limit=args.limit, progress=not args.quiet)
+    print(format_table(result))
+    print(f"runs and table.json: {args.out}")
+    if args.install:
+        for name, path in install_models(args.out, zoo).items():
+            print(f"zoo:{name}: {path}")
+    return 0 if all(item["passed"] for item in result["checks"]) else 1
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -63,10 +120,7 @@ def _report(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise EvoVLMError(f"--limit must be a positive number of problems, got {args.limit}")
-    zoo = args.zoo or DEFAULT_OUT
-    missing = [name for name in MODELS if not (zoo / name / "config.json").is_file()]
-    if missing:
-        raise EvoVLMError(f"{zoo} lacks {', '.join(missing)}: build the zoo first (`evovlm zoo build`)")
+    zoo = _built_zoo(args.zoo)
     report = acceptance_report(zoo, limit=args.limit, data_seed=args.data_seed, progress=not args.quiet)
     print(format_report(report))
     if args.out:

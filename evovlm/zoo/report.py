@@ -20,6 +20,10 @@ from evovlm.errors import EvoVLMError
 from evovlm.zoo import MODELS
 
 
+ORACLE = "oracle: MATH inside, JA output blocks"
+VLM_ORACLE = "oracle: VLM inside, JA output blocks"
+
+
 def oracle_weights(layers: int, output_blocks: int) -> tuple[dict, dict]:
     """Per-layer-group weights of the oracle: (inner model, JA expert)."""
     outer = f"layers.{layers - output_blocks}-{layers - 1}"
@@ -42,7 +46,7 @@ def llm_recipes(refs: dict[str, str], layers: int, output_blocks: int) -> dict[s
                                  "models": [{"model": ja, "weight": 1.0}, {"model": math, "weight": 1.0}]},
         "TIES, density 0.5": {"method": "ties", "base_model": base, "models": uniform},
         "DARE-TIES, density 0.5": {"method": "dare_ties", "base_model": base, "seed": 0, "models": uniform},
-        "oracle: MATH inside, JA output blocks": {
+        ORACLE: {
             "method": "task_arithmetic", "base_model": base,
             "models": [{"model": math, "weight": inner_weight}, {"model": ja, "weight": ja_weight}]},
     }
@@ -55,7 +59,7 @@ def vlm_oracle_recipe(refs: dict[str, str], layers: int, output_blocks: int) -> 
             "models": [{"model": refs["vlm"], "weight": inner_weight}, {"model": refs["ja"], "weight": ja_weight}]}
 
 
-def _zoo_shape(zoo: Path) -> tuple[int, int]:
+def zoo_shape(zoo: Path) -> tuple[int, int]:
     build = zoo / "build.json"
     if not build.is_file():
         raise EvoVLMError(f"{zoo} has no build.json: not a zoo built by `evovlm zoo build`")
@@ -63,74 +67,91 @@ def _zoo_shape(zoo: Path) -> tuple[int, int]:
     return int(settings["layers"]), int(settings["output_blocks"])
 
 
+class TableScorer:
+    """Scores models into table rows on the test splits (or a fresh draw); merges into ``scratch``."""
+
+    def __init__(self, scratch: str | Path, *, limit: int | None = None, data_seed: int | None = None,
+                 progress: bool = True, log: Callable[[str], None] = print) -> None:
+        self.scratch = Path(scratch)
+        self.limit, self.data_seed, self.progress, self.log = limit, data_seed, progress, log
+        self.split = None if data_seed is not None else "test"
+        self.rows: list[dict] = []
+        self._benches: dict[str, object] = {}
+        self._numbers = itertools.count()
+
+    def bench(self, name: str):
+        from evovlm.eval.benchmarks import load_benchmark
+
+        if name not in self._benches:
+            self._benches[name] = load_benchmark(name, split=self.split, data_seed=self.data_seed, limit=self.limit)
+        return self._benches[name]
+
+    def score(self, model: str, path: str | Path, bench_name: str, keys: tuple[str, ...],
+              blind: bool = False) -> dict:
+        from evovlm.eval.evaluate import evaluate
+        from evovlm.eval.runners import load_runner
+
+        benchmark = self.bench(bench_name)
+        if blind:  # a text-only model gets the image questions without the images
+            benchmark = dataclasses.replace(benchmark, kind="qa")
+        summary = evaluate(load_runner(path), benchmark, progress=self.progress)["summary"]  # percent
+        row = {"model": model, "benchmark": bench_name, "n": summary["n"],
+               **{key: round(float(summary[key]), 1) for key in keys}}
+        self.rows.append(row)
+        self.log("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
+        return row
+
+    def merged(self, name: str, recipe: dict) -> Path:
+        from evovlm.merge.engine import merge_checkpoints
+        from evovlm.merge.recipe import recipe_from_dict
+
+        out = self.scratch / f"merge-{next(self._numbers)}"
+        merge_checkpoints(recipe_from_dict(recipe, name), out, progress=False)
+        return out
+
+
+TARGET_KEYS = ("acc", "acc_ja", "acc_pure")  # zoo-mgsm-ja
+VQA_KEYS = ("rougeL_ja", "content_ja", "content")  # zoo-vqa-ja
+
+
+def score_sources_and_baselines(table: TableScorer, zoo: Path, *, own_tasks: bool = True) -> None:
+    """The rows the acceptance table and the evolution table share: sources, uniform merges, oracles."""
+    refs = zoo_refs(zoo)
+    layers, output_blocks = zoo_shape(zoo)
+    if own_tasks:
+        table.log("sources on their own tasks")
+        table.score("ja", zoo / "ja", "zoo-ja-qa", ("content_ja",))
+        table.score("math", zoo / "math", "zoo-math-en", ("acc",))
+        table.score("vlm", zoo / "vlm", "zoo-vqa-en", ("content",))
+    table.log("zoo-mgsm-ja: sources, uniform merges, oracle")
+    for name in ("base", "ja", "math"):
+        table.score(name, zoo / name, "zoo-mgsm-ja", TARGET_KEYS)
+    for name, recipe in llm_recipes(refs, layers, output_blocks).items():
+        table.score(name, table.merged(name, recipe), "zoo-mgsm-ja", TARGET_KEYS)
+    table.log("zoo-vqa-ja: VLM, JA expert (no image), oracle")
+    table.score("vlm", zoo / "vlm", "zoo-vqa-ja", VQA_KEYS)
+    table.score("ja", zoo / "ja", "zoo-vqa-ja", VQA_KEYS, blind=True)
+    table.score(VLM_ORACLE, table.merged("vlm-oracle", vlm_oracle_recipe(refs, layers, output_blocks)),
+                "zoo-vqa-ja", VQA_KEYS)
+
+
 def acceptance_report(zoo: str | Path, *, limit: int | None = None, data_seed: int | None = None,
                       progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Measure every row of the acceptance table; returns ``{"rows": [...], "checks": [...]}``."""
-    from evovlm.eval.benchmarks import load_benchmark
-    from evovlm.eval.evaluate import evaluate
-    from evovlm.eval.runners import load_runner
-    from evovlm.merge.engine import merge_checkpoints
-    from evovlm.merge.recipe import recipe_from_dict
-
     zoo = Path(zoo).resolve()
-    refs = zoo_refs(zoo)
-    layers, output_blocks = _zoo_shape(zoo)
-    split = None if data_seed is not None else "test"
-    benches: dict[str, object] = {}
-
-    def bench(name: str):
-        if name not in benches:
-            benches[name] = load_benchmark(name, split=split, data_seed=data_seed, limit=limit)
-        return benches[name]
-
-    rows: list[dict] = []
-
-    def score(model: str, path: Path, bench_name: str, keys: tuple[str, ...], blind: bool = False) -> None:
-        benchmark = bench(bench_name)
-        if blind:  # a text-only model gets the image questions without the images
-            benchmark = dataclasses.replace(benchmark, kind="qa")
-        results = evaluate(load_runner(path), benchmark, progress=progress)
-        summary = results["summary"]  # every metric is in percent
-        row = {"model": model, "benchmark": bench_name, "n": summary["n"],
-               **{key: round(float(summary[key]), 1) for key in keys}}
-        rows.append(row)
-        log("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
-
     with tempfile.TemporaryDirectory(prefix="evovlm-zoo-report-") as scratch:
-        numbers = itertools.count()
-
-        def merged(name: str, recipe: dict) -> Path:
-            out = Path(scratch) / f"merge-{next(numbers)}"
-            merge_checkpoints(recipe_from_dict(recipe, name), out, progress=False)
-            return out
-
-        log("sources on their own tasks")
-        score("ja", zoo / "ja", "zoo-ja-qa", ("content_ja",))
-        score("math", zoo / "math", "zoo-math-en", ("acc",))
-        score("vlm", zoo / "vlm", "zoo-vqa-en", ("content",))
-        log("zoo-mgsm-ja: sources, uniform merges, oracle")
-        target_keys = ("acc", "acc_ja", "acc_pure")
-        for name in ("base", "ja", "math"):
-            score(name, zoo / name, "zoo-mgsm-ja", target_keys)
-        for name, recipe in llm_recipes(refs, layers, output_blocks).items():
-            score(name, merged(name, recipe), "zoo-mgsm-ja", target_keys)
-        log("zoo-vqa-ja: VLM, JA expert (no image), oracle")
-        vqa_keys = ("rougeL_ja", "content_ja", "content")
-        score("vlm", zoo / "vlm", "zoo-vqa-ja", vqa_keys)
-        score("ja", zoo / "ja", "zoo-vqa-ja", vqa_keys, blind=True)
-        score("oracle: VLM inside, JA output blocks", merged("vlm-oracle", vlm_oracle_recipe(refs, layers, output_blocks)),
-              "zoo-vqa-ja", vqa_keys)
-    return {"zoo": str(zoo), "split": split, "data_seed": data_seed, "limit": limit, "rows": rows,
-            "checks": acceptance_checks(rows)}
+        table = TableScorer(scratch, limit=limit, data_seed=data_seed, progress=progress, log=log)
+        score_sources_and_baselines(table, zoo)
+    return {"zoo": str(zoo), "split": table.split, "data_seed": data_seed, "limit": limit, "rows": table.rows,
+            "checks": acceptance_checks(table.rows)}
 
 
-def _value(rows: list[dict], model: str, bench: str, key: str) -> float:
+def row_value(rows: list[dict], model: str, bench: str, key: str) -> float:
     return next(row[key] for row in rows if row["model"] == model and row["benchmark"] == bench)
 
 
 def acceptance_checks(rows: list[dict]) -> list[dict]:
     """The issue's criteria, each with the numbers it was decided on."""
-    oracle, vlm_oracle = "oracle: MATH inside, JA output blocks", "oracle: VLM inside, JA output blocks"
     mgsm = "zoo-mgsm-ja"
     checks = []
 
@@ -138,26 +159,26 @@ def acceptance_checks(rows: list[dict]) -> list[dict]:
         checks.append({"criterion": text, "passed": bool(passed), "numbers": numbers})
 
     own = {"ja": ("zoo-ja-qa", "content_ja"), "math": ("zoo-math-en", "acc"), "vlm": ("zoo-vqa-en", "content")}
-    own_scores = {name: _value(rows, name, *spec) for name, spec in own.items()}
+    own_scores = {name: row_value(rows, name, *spec) for name, spec in own.items()}
     check("each expert >= 90% on its own task", min(own_scores.values()) >= 90,
           ", ".join(f"{k} {v}" for k, v in own_scores.items()))
-    sources = {name: _value(rows, name, mgsm, "acc_ja") for name in ("base", "ja", "math")}
+    sources = {name: row_value(rows, name, mgsm, "acc_ja") for name in ("base", "ja", "math")}
     check("no source reaches 10% acc_ja", max(sources.values()) < 10, ", ".join(f"{k} {v}" for k, v in sources.items()))
     best_source = max(sources.values())
-    best_pure = max(_value(rows, name, mgsm, "acc_pure") for name in sources)
-    oracle_ja, oracle_pure = _value(rows, oracle, mgsm, "acc_ja"), _value(rows, oracle, mgsm, "acc_pure")
+    best_pure = max(row_value(rows, name, mgsm, "acc_pure") for name in sources)
+    oracle_ja, oracle_pure = row_value(rows, ORACLE, mgsm, "acc_ja"), row_value(rows, ORACLE, mgsm, "acc_pure")
     check("oracle beats every source by >= 30 points of acc_ja", oracle_ja - best_source >= 30,
           f"oracle {oracle_ja}, best source {best_source}")
     check("oracle also wins on acc_pure", oracle_pure > best_pure, f"oracle {oracle_pure}, best source {best_pure}")
-    uniform = {name: _value(rows, name, mgsm, "acc_ja")
+    uniform = {name: row_value(rows, name, mgsm, "acc_ja")
                for name in ("task arithmetic, λ=1", "TIES, density 0.5", "DARE-TIES, density 0.5")}
     check("uniform merges clearly below the oracle (>= 10 points)", max(uniform.values()) <= oracle_ja - 10,
           ", ".join(f"{k} {v}" for k, v in uniform.items()) + f"; oracle {oracle_ja}")
     vqa = "zoo-vqa-ja"
     for key in ("rougeL_ja", "content_ja"):
-        values = {name: _value(rows, name, vqa, key) for name in ("vlm", "ja", vlm_oracle)}
+        values = {name: row_value(rows, name, vqa, key) for name in ("vlm", "ja", VLM_ORACLE)}
         check(f"VLM oracle beats the VLM and the JA expert on {vqa} {key}",
-              values[vlm_oracle] > max(values["vlm"], values["ja"]), ", ".join(f"{k} {v}" for k, v in values.items()))
+              values[VLM_ORACLE] > max(values["vlm"], values["ja"]), ", ".join(f"{k} {v}" for k, v in values.items()))
     return checks
 
 
