@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from evovlm.cli import main
+from evovlm.errors import EvoVLMError
 from evovlm.eval.benchmarks import load_benchmark
 from evovlm.eval.evaluate import evaluate
 from evovlm.eval.runners import load_runner
@@ -163,6 +164,8 @@ def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zo
     # a second call without --resume refuses to clobber the runs; with --resume it re-scores them
     assert main(["zoo", "evolve", "--zoo", str(quick_zoo), "--out", str(out), "--quiet"]) == 2
     assert "--resume" in capsys.readouterr().err
+    with pytest.raises(EvoVLMError, match="seed 0, not 1"):
+        zoo_evolution(quick_zoo, out, seed=1, budget=budget, resume=True, progress=False, log=lambda _: None)
 
     zoo_copy = tmp_path / "zoo"
     shutil.copytree(quick_zoo, zoo_copy)

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import yaml
+
 from evovlm.errors import EvoVLMError
 from evovlm.io.atomic import write_atomic
 from evovlm.io.resolve import ZOO_DIR, ZOO_PREFIX
@@ -90,6 +92,11 @@ def zoo_evolution(zoo: str | Path, out_dir: str | Path, *, seed: int = 0, budget
     wall: dict[str, float] = {}
     for name, config in run_configs(zoo, seed=seed, budget=budget).items():
         run_dir = out_dir / name
+        if (run_dir / "config.yaml").is_file():
+            earlier = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+            if earlier.get("seed") != seed:
+                raise EvoVLMError(f"{run_dir} was started with seed {earlier.get('seed')}, not {seed}: "
+                                  f"use the same --seed or another --out")
         if (run_dir / "summary.json").is_file():
             log(f"{name}: finished earlier in {run_dir}")
             continue
