@@ -93,6 +93,21 @@ def test_save_reload_stores_distinct_layers_once(models, tmp_path):
     torch.testing.assert_close(reloaded(IDS).logits, logits, rtol=0, atol=0)
 
 
+def test_bare_config_constructs_but_a_model_refuses_an_empty_path(models):
+    # transformers builds the default config to diff against when it prints one (5.17 does in
+    # from_dict, so `pruned()` crashed on the GPU machine): the default must construct
+    from evovlm.dfs.modeling import EvoDFSModel
+
+    bare = EvoDFSConfig()
+    assert bare.dfs_path == [] and bare.num_stored_layers == 0
+    dfs = EvoDFSForCausalLM.from_models(*models, path=[0, 3, 1], scales=[1, .5, 1])
+    assert '"dfs_path": [' in repr(dfs.config) and dfs.config.to_diff_dict()["dfs_path"] == [0, 3, 1]
+    with pytest.raises(ValueError, match="at least one layer"):
+        EvoDFSModel(bare)
+    with pytest.raises(ValueError, match="outside the 2 stored layers"):
+        EvoDFSConfig(dfs_layer_origins=["A:0", "A:1"], dfs_path=[0, 2])
+
+
 @torch.no_grad()
 def test_kv_cache_gives_each_path_position_its_own_slot(models):
     model_a, model_b = models

@@ -202,7 +202,7 @@ def test_kill_9_then_resume_from_the_cli(tmp_path):
     config_path = tmp_path / "evolve.yaml"
     config_path.write_text(yaml.safe_dump(data))
     run = tmp_path / "run"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     process = subprocess.Popen([sys.executable, "-m", "evovlm.cli", "evolve", str(config_path), "--out", str(run),
                                 "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60

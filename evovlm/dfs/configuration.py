@@ -43,7 +43,10 @@ class EvoDFSConfig(PreTrainedConfig):
         self.dfs_layer_origins = list(self.dfs_layer_origins or [])
         self.dfs_path = [int(i) for i in (self.dfs_path or [])]
         self.dfs_scales = [float(s) for s in (self.dfs_scales or [1.0] * len(self.dfs_path))]
-        check_path(self.dfs_path, self.dfs_scales, len(self.dfs_layer_origins))
+        # The bare default (no layers, no path) must construct: transformers builds one to diff
+        # against when it prints or serialises a config. A model refuses it (EvoDFSModel).
+        if self.dfs_path or self.dfs_layer_origins:
+            check_path(self.dfs_path, self.dfs_scales, len(self.dfs_layer_origins))
         self.num_hidden_layers = len(self.dfs_path)
 
     @property

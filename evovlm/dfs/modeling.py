@@ -52,6 +52,7 @@ class EvoDFSModel(EvoDFSPreTrainedModel):
     """Embeddings, the stored decoder layers, the final norm; runs ``config.dfs_path``."""
 
     def __init__(self, config: EvoDFSConfig) -> None:
+        check_path(config.dfs_path, config.dfs_scales, config.num_stored_layers)
         super().__init__(config)
         layer_class, norm_class, rotary_class = _base_classes(config.base_model_type)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
