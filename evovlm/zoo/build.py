@@ -352,6 +352,7 @@ def build_zoo(out_dir: str | Path, *, seed: int = 0, settings: ZooSettings | Non
         processor = zoo_processor(tokenizer)
         vlm = new_vlm(_reload(base_path), tokenizer, settings, seed)
         untrained_vlm = new_vlm(_reload(base_path), tokenizer, settings, seed)
+
         def vqa(phase: str, label: str):
             return _vqa_batches(processor, random.Random(f"{label}:{seed}"), batch_size=settings.batch_size,
                                 phase=phase, ja_share=settings.vlm_ja_share, ja_work=settings.vlm_ja_work)
