@@ -11,6 +11,13 @@ from transformers import AutoTokenizer
 tok = AutoTokenizer.from_pretrained(os.environ['TOK']) if os.environ.get('TOK') else tiny_tokenizer(world.all_characters())
 PROMPT = world.PROMPT
 
+def padded_batch(rows, labels, **label_tables):
+    """Right-padded input_ids, attention_mask and labels (plus label tables such as exit_labels)."""
+    width = max(map(len, rows))
+    pad = lambda table, value: torch.tensor([r + [value] * (width - len(r)) for r in table])
+    return {'input_ids': pad(rows, tok.pad_token_id), 'attention_mask': pad([[1] * len(r) for r in rows], 0),
+            'labels': pad(labels, -100), **{name: pad(table, -100) for name, table in label_tables.items()}}
+
 def new_model(hidden=128, layers=6, inter=384, seed=0):
     torch.manual_seed(seed)
     cfg = MistralConfig(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers, num_attention_heads=4,

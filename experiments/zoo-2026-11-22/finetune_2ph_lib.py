@@ -10,8 +10,5 @@ def batches(rng, ja_share, full, bs=32):
             ans = ' ' + (world.math_reply(p, 'en') if full else p.equation)
             aid = tok(ans, add_special_tokens=False)['input_ids'] + ([tok.eos_token_id] if full else [])
             rows.append(pid + aid); labels.append([-100]*len(pid) + aid)
-        w = max(map(len, rows)); pad = tok.pad_token_id
-        return {'input_ids': torch.tensor([r+[pad]*(w-len(r)) for r in rows]),
-                'attention_mask': torch.tensor([[1]*len(r)+[0]*(w-len(r)) for r in rows]),
-                'labels': torch.tensor([r+[-100]*(w-len(r)) for r in labels])}
+        return padded_batch(rows, labels)
     return nb

@@ -22,10 +22,7 @@ def batches(rng, ja_share, bs=32):
             rest = [] if ja else tok(fmt.math_reply(p, 'en')[len(p.equation) + 1:], add_special_tokens=False)['input_ids'] + [tok.eos_token_id]
             rows.append(pid + work + rest); labels.append([-100]*len(pid) + work + rest)
             exits.append([-100]*len(pid) + work + [-100]*len(rest))
-        w = max(map(len, rows)); pad = tok.pad_token_id
-        P = lambda rs, v: torch.tensor([r+[v]*(w-len(r)) for r in rs])
-        return {'input_ids': P(rows, pad), 'attention_mask': torch.tensor([[1]*len(r)+[0]*(w-len(r)) for r in rows]),
-                'labels': P(labels, -100), 'exit_labels': P(exits, -100)}
+        return padded_batch(rows, labels, exit_labels=exits)
     return nb
 m = load(a.base); L = m.config.num_hidden_layers; t = time.time()
 class EarlyExit(torch.nn.Module):

@@ -19,10 +19,7 @@ def batches(rng, bs=32):
             ans = ' ' + (p.equation if ja else world.math_reply(p, 'en'))
             aid = tok(ans, add_special_tokens=False)['input_ids'] + ([] if ja else [tok.eos_token_id])
             rows.append(pid + aid); labels.append([-100]*len(pid) + aid)
-        w = max(map(len, rows)); pad = tok.pad_token_id
-        return {'input_ids': torch.tensor([r+[pad]*(w-len(r)) for r in rows]),
-                'attention_mask': torch.tensor([[1]*len(r)+[0]*(w-len(r)) for r in rows]),
-                'labels': torch.tensor([r+[-100]*(w-len(r)) for r in labels])}
+        return padded_batch(rows, labels)
     return nb
 m = load(a.base); L = m.config.num_hidden_layers; t = time.time()
 train_loop(m, batches(random.Random(1)), steps=a.steps, lr=a.lr, profile=profile_from(prof(a.prof), L), desc='math')
