@@ -89,16 +89,12 @@ def _built_zoo(zoo: Path | None) -> Path:
 def _evolve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from evovlm.zoo.evolution import RUN_NAMES, EvolveBudget, format_table, install_models, zoo_evolution
+    from evovlm.zoo.evolution import EvolveBudget, format_table, install_models, zoo_evolution
 
     zoo = _built_zoo(args.zoo)
     for name in ("ps_trials", "dfs_generations", "limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise EvoVLMError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    started = [name for name in RUN_NAMES if (args.out / name).exists()]
-    if started and not args.resume:
-        raise EvoVLMError(f"{args.out} already holds the run(s) {', '.join(started)}; pass --resume to finish them "
-                          f"(finished runs are kept and re-scored) or choose another --out")
     budget = EvolveBudget()
     if args.ps_trials:
         budget = replace(budget, ps_trials=args.ps_trials)

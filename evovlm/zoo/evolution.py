@@ -23,8 +23,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
 from evovlm.errors import EvoVLMError
 from evovlm.io.atomic import write_atomic
 from evovlm.io.resolve import ZOO_DIR, ZOO_PREFIX
@@ -84,27 +82,29 @@ def zoo_evolution(zoo: str | Path, out_dir: str | Path, *, seed: int = 0, budget
                   progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Run the three runs in ``out_dir`` (``resume`` finishes interrupted ones; finished ones are kept),
     then score the table on the test split; returns it and writes it to ``out_dir/table.json``."""
-    from evovlm.evolve.runs import run_evolution
+    from evovlm.evolve.config import load_config
+    from evovlm.evolve.runs import CONFIG_NAME, run_evolution
 
     zoo, out_dir = Path(zoo).resolve(), Path(out_dir)
     budget = budget or EvolveBudget()
+    started_runs = [name for name in RUN_NAMES if (out_dir / name).exists()]
+    if started_runs and not resume:
+        raise EvoVLMError(f"{out_dir} already holds the run(s) {', '.join(started_runs)}; pass --resume to finish "
+                          f"them (finished runs are kept and re-scored) or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     wall: dict[str, float] = {}
     for name, config in run_configs(zoo, seed=seed, budget=budget).items():
         run_dir = out_dir / name
-        if (run_dir / "config.yaml").is_file():
-            earlier = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-            if earlier.get("seed") != seed:
-                raise EvoVLMError(f"{run_dir} was started with seed {earlier.get('seed')}, not {seed}: "
-                                  f"use the same --seed or another --out")
+        again = (run_dir / CONFIG_NAME).is_file()
+        started_with = load_config(run_dir / CONFIG_NAME).seed if again else seed
+        if started_with != seed:
+            raise EvoVLMError(f"{run_dir} was started with seed {started_with}, not {seed}: use the same --seed "
+                              f"or another --out")
         if (run_dir / "summary.json").is_file():
             log(f"{name}: finished earlier in {run_dir}")
             continue
         log(f"{name}: evolving in {run_dir}")
         started = time.perf_counter()
-        again = (run_dir / "config.yaml").is_file()
-        if again and not resume:
-            raise EvoVLMError(f"{run_dir} holds an unfinished run: resume it, or choose another folder")
         run_evolution(None if again else config, run_dir, resume=again, overwrite=not again, progress=progress)
         wall[name] = round(time.perf_counter() - started, 1)
     with tempfile.TemporaryDirectory(prefix="evovlm-zoo-evolve-") as scratch:
