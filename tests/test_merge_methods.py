@@ -18,7 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from evovlm.merge import methods
 from evovlm.merge.methods import ALIASES, CHUNK_ELEMENTS, METHODS, get_method
-from evovlm.merge.sparsify import dare_keep_mask, kth_largest_magnitude, magnitude_keep_threshold, tensor_seed
+from evovlm.merge.sparsify import (KEEP_ALL, KEEP_NONE, bf16_delta_cut, dare_keep_mask, kth_largest_magnitude,
+                                   magnitude_cut, magnitude_keep_threshold, tensor_seed)
 
 
 def _isolated(fn):
@@ -653,3 +654,81 @@ def test_ties_selection_keeps_small_agreeing_values_exact():
     # entry 0: mass 1e-8 - 1e-9 > 0 elects +, only 1e-8 agrees; entry 1: mass < 0 elects -, only -1.0 agrees
     assert merged[0].item() == torch.tensor(1e-8).item()
     assert merged[1].item() == -1.0
+
+
+# --------------------------------------------------------------------------------------
+# The bf16 magnitude cut, and writing into `out`
+# --------------------------------------------------------------------------------------
+def _bf16_fine_tunes(numel: int, count: int, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A bf16 base and fine-tunes of it: their deltas take few distinct values, with ties everywhere."""
+    generator = torch.Generator().manual_seed(seed)
+    base = (torch.randn(numel, generator=generator) * 0.02).bfloat16()
+    return base, [(base.float() + torch.randn(numel, generator=generator) * 0.002).bfloat16() for _ in range(count)]
+
+
+@pytest.mark.parametrize("density", [0.0, 0.001, 0.1, 0.5, 0.9, 0.999, 1.0])
+@pytest.mark.parametrize("kind", ["fine-tune", "wide", "equal"])
+def test_the_bf16_cut_equals_the_fp32_cut(density, kind):
+    numel = 50_021
+    if kind == "fine-tune":
+        base, (tuned,) = _bf16_fine_tunes(numel, 1, seed=5)
+    else:  # magnitudes from subnormal to 1e30, zeros, exact cancellations (or nothing but)
+        base = _nasty_tensor(numel, torch.bfloat16, seed=6)
+        tuned = base.clone() if kind == "equal" else _nasty_tensor(numel, torch.bfloat16, seed=7)
+        tuned[::7] = base[::7]
+    delta = tuned.float() - base.float()
+    exact = magnitude_cut(delta, numel, density)
+    for chunk_elements in (4096, 1 << 18):
+        base_2d, tuned_2d = (t[:61 * 820].reshape(61, 820).t() for t in (base, tuned))  # not contiguous
+        assert bf16_delta_cut(base_2d, tuned_2d, density, chunk_elements) == magnitude_cut(
+            tuned_2d.float() - base_2d.float(), 61 * 820, density)
+        assert bf16_delta_cut(base, tuned, density, chunk_elements) == exact
+    k = math.floor(density * numel)
+    assert exact in (KEEP_ALL, KEEP_NONE) or exact.threshold == _sorted_kth(delta, k)
+    with pytest.raises(ValueError, match="bf16"):
+        bf16_delta_cut(base.float(), tuned, density)
+
+
+def _exact_k_mask(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """Top-k by magnitude with ties at the threshold kept in flat order: exactly k entries."""
+    k = math.floor(density * delta.numel())
+    threshold = _sorted_kth(delta, k)
+    magnitude = delta.abs().flatten()
+    above = magnitude > threshold
+    ties = magnitude == threshold
+    keep = above | (ties & (torch.cumsum(ties, 0) <= k - int(above.sum())))
+    assert int(keep.sum()) == k
+    return keep.double().view_as(delta)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_ties_on_large_tensors_keeps_exactly_k_per_source(dtype):
+    # bf16 sources take the bf16 cut, fp32 ones the two-pass fp32 cut
+    numel = 2 * CHUNK_ELEMENTS + 4099
+    base, sources = _bf16_fine_tunes(numel, 3, seed=12) if dtype == "bf16" else _random_case(numel, 3, seed=12)
+    # weights exact in binary: the fp32 sums then equal the float64 reference's, so an entry whose
+    # deltas cancel exactly elects the same sign in both (0.3 and 0.7 would round differently)
+    weights, densities = [0.5, 0.25, 0.75], [0.5, 0.4, 0.6]
+    out = ties(base, sources, weights, densities)
+    kept = [_exact_k_mask(s.float() - base.float(), d) for s, d in zip(sources, densities)]
+    expected = _reference_gta(base.float(), [s.float() for s in sources], weights, kept, [1.0] * 3, True, True, 1.0)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_writing_into_out_equals_rounding_the_fp32_result(name, dtype):
+    base, sources = _random_case(3 * CHUNK_ELEMENTS // 2, 3, seed=21)
+    arguments = (base, sources, [0.5, 0.3, 0.7], [0.5, 0.4, 0.6])
+    out = torch.full(base.shape, float("nan"), dtype=dtype)
+    returned = METHODS[name].fn(*arguments, seeds=[1, 2, 3], out=out)
+    assert returned is out
+    assert torch.equal(out, METHODS[name].fn(*arguments, seeds=[1, 2, 3]).to(dtype))
+
+
+def test_out_of_the_wrong_shape_or_dtype_is_refused():
+    base, sources = _random_case(10, 2, seed=1)
+    with pytest.raises(ValueError, match="out must be"):
+        ties(base, sources, [1.0, 1.0], [0.5, 0.5], out=torch.empty(11))
+    with pytest.raises(ValueError, match="out must be"):
+        ties(base, sources, [1.0, 1.0], [0.5, 0.5], out=torch.empty(10, dtype=torch.int64))

@@ -31,6 +31,14 @@ def read_model_config(path: str | Path, ref: str | None = None) -> dict:
         raise EvoVLMError(f"{config_path}: not valid JSON ({exc})") from None
 
 
+# safetensors' dtype names (the file format's, as get_dtype() returns them)
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+
+
 class Checkpoint:
     """A model directory whose tensors are read on demand.
 
@@ -126,6 +134,15 @@ class Checkpoint:
         if self.is_pickle:
             return tuple(self._load_pickle(file_name)[key].shape)
         return tuple(self._open(file_name).get_slice(key).get_shape())
+
+    def dtype(self, key: str) -> torch.dtype:
+        file_name = self._files[key]
+        if self.is_pickle:
+            return self._load_pickle(file_name)[key].dtype
+        name = self._open(file_name).get_slice(key).get_dtype()
+        if name not in SAFETENSORS_DTYPES:
+            raise EvoVLMError(f"{self.path / file_name}: tensor {key!r} has dtype {name}, which torch cannot hold")
+        return SAFETENSORS_DTYPES[name]
 
     def get(self, key: str) -> torch.Tensor:
         """Read one tensor (a private copy, safe to modify)."""

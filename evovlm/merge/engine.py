@@ -14,6 +14,7 @@ are. Any other shape difference is an error naming the tensor and both shapes.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -46,8 +47,12 @@ def parse_dtype(name: str | None) -> torch.dtype | None:
 
 
 def merge_tensor(recipe: Recipe, canonical: str, base: torch.Tensor | None, sources: Sequence[torch.Tensor],
-                 target: torch.Tensor | None = None) -> torch.Tensor:
-    """Merge one canonical tensor. Returns fp32 of the target's shape (or the sources')."""
+                 target: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Merge one canonical tensor, of the target's shape (or the sources').
+
+    The result is fp32, or is written into ``out`` (a float tensor of that shape, e.g. a
+    live model's bf16 parameter), which saves a full-size fp32 copy per tensor.
+    """
     method = get_method(recipe.method)
     group = layer_group(canonical)
     weights = [recipe.value(i, "weight", group) for i in range(len(sources))]
@@ -61,11 +66,11 @@ def merge_tensor(recipe: Recipe, canonical: str, base: torch.Tensor | None, sour
         merged_rows = method.fn(None if base is None else base[:rows], [s[:rows] for s in sources], weights,
                                 densities, seeds=seeds, **recipe.method_options())
         if target is None:
-            return merged_rows
-        result = target.float().clone()
+            return merged_rows if out is None else out.copy_(merged_rows)
+        result = target.float().clone() if out is None else out.copy_(target)
         result[:rows] = merged_rows
         return result
-    return method.fn(base, list(sources), weights, densities, seeds=seeds, **recipe.method_options())
+    return method.fn(base, list(sources), weights, densities, seeds=seeds, out=out, **recipe.method_options())
 
 
 @dataclass
@@ -129,6 +134,19 @@ class MergeJob:
                     raise EvoVLMError(f"architecture mismatch at {canonical}: {other.ref} has shape {tuple(shape)}, "
                                       f"target {self.target.ref} has {tuple(target_shape)}")
 
+    def output_layout(self, out_dtype: torch.dtype | None = None) -> list["TensorSpec"]:
+        """Name, shape and dtype of every tensor :meth:`merged_tensors` will yield, in order."""
+        from evovlm.io.writer import TensorSpec
+
+        checkpoint = self.target.checkpoint
+        layout = []
+        for native in checkpoint.keys():
+            dtype = checkpoint.dtype(native)
+            if out_dtype is not None and dtype.is_floating_point:
+                dtype = out_dtype
+            layout.append(TensorSpec(native, checkpoint.shape(native), dtype))
+        return layout
+
     def merged_tensors(self, out_dtype: torch.dtype | None = None, workers: int = 1,
                        progress: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
         """(native name, tensor) for every tensor of the target, in the target's order."""
@@ -144,11 +162,11 @@ class MergeJob:
                 return target_tensor.to(out_dtype) if out_dtype is not None else target_tensor
             base = self.base.checkpoint.get(self.base.canonical[canonical]) if self.base else None
             sources = [s.checkpoint.get(s.canonical[canonical]) for s in self.sources]
-            merged = merge_tensor(self.recipe, canonical, base, sources, target_tensor)
-            return merged.to(out_dtype or target_tensor.dtype)
+            merged = torch.empty(target_tensor.shape, dtype=out_dtype or target_tensor.dtype)
+            return merge_tensor(self.recipe, canonical, base, sources, target_tensor, out=merged)
 
         bar = tqdm(total=len(keys), desc="merging", unit="tensor", disable=not progress)
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, _threads_per_worker(workers):
             # map() keeps the order; at most `workers` tensors are in flight at once.
             window = max(1, workers)
             for start in range(0, len(keys), window):
@@ -159,6 +177,22 @@ class MergeJob:
         bar.close()
 
 
+@contextmanager
+def _threads_per_worker(workers: int) -> Iterator[None]:
+    """Share the cores among the workers: each tensor's ops run on its worker's thread alone.
+
+    torch's intra-op pool is global; left at its default, every worker's ops would each use
+    every core, and the oversubscribed threads slow each other down.
+    """
+    before = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(max(1, before // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def merge_checkpoints(recipe: Recipe, out_dir: str | Path, *, allow_pickle: bool = False, overwrite: bool = False,
                       max_shard_bytes: int = 10**9, workers: int = 1, progress: bool = True) -> Path:
     """Merge per ``recipe`` into a new HF checkpoint at ``out_dir``; nothing is left there on failure."""
@@ -167,7 +201,8 @@ def merge_checkpoints(recipe: Recipe, out_dir: str | Path, *, allow_pickle: bool
 
     job = MergeJob(recipe, allow_pickle=allow_pickle)
     out_dtype = parse_dtype(recipe.dtype)
-    with ShardedCheckpointWriter(out_dir, max_shard_bytes=max_shard_bytes, overwrite=overwrite) as writer:
+    with ShardedCheckpointWriter(out_dir, job.output_layout(out_dtype), max_shard_bytes=max_shard_bytes,
+                                 overwrite=overwrite) as writer:
         for native, tensor in job.merged_tensors(out_dtype, workers=workers, progress=progress):
             writer.add(native, tensor)
         config = dict(job.target.checkpoint.config)
@@ -227,10 +262,18 @@ def merge_into_module(module: torch.nn.Module, recipe: Recipe, resident: Residen
             continue
         base = resident.base[canonical] if resident.base is not None else None
         sources = [source[canonical] for source in resident.sources]
-        merged = merge_tensor(recipe, canonical, base, sources, parameter.data)
-        parameter.data.copy_(merged)
+        inputs = sources + [base] if base is not None else sources
+        if parameter.data.is_contiguous() and parameter.device.type == "cpu" and not any(
+                _shares_memory(parameter.data, tensor) for tensor in inputs):
+            merge_tensor(recipe, canonical, base, sources, parameter.data, out=parameter.data)
+        else:  # a GPU model, or one whose parameters are the resident tensors themselves
+            parameter.data.copy_(merge_tensor(recipe, canonical, base, sources, parameter.data))
         written += 1
     if written == 0:
         raise EvoVLMError("no language-model tensor of the module matched the resident sources")
     return written
 
+
+
+def _shares_memory(one: torch.Tensor, other: torch.Tensor) -> bool:
+    return one.untyped_storage().data_ptr() == other.untyped_storage().data_ptr()

@@ -2,7 +2,10 @@
 
 Every method has one signature::
 
-    fn(base, sources, weights, densities, *, seeds=None, **options) -> fp32 tensor
+    fn(base, sources, weights, densities, *, seeds=None, out=None, **options) -> tensor
+
+The result is fp32, or written into ``out`` (a float tensor of the result's shape, e.g. the
+bf16 parameter of a live model or an output buffer), rounded once from the fp32 values.
 
 ``base`` is the shared ancestor (``None`` only for ``linear``), ``sources`` the
 fine-tuned tensors, ``weights``/``densities`` one float per source (the engine resolves
@@ -33,7 +36,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from evovlm.merge.sparsify import MagnitudeTrimmer, dare_keep_mask, magnitude_cut
+from evovlm.merge.sparsify import MagnitudeTrimmer, bf16_delta_cut, dare_keep_mask, magnitude_cut
 
 CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32: the per-chunk working set stays in L2 cache
 
@@ -62,7 +65,7 @@ def _check_inputs(base: torch.Tensor | None, sources: Sequence[torch.Tensor], we
 
 def linear(base: torch.Tensor | None, sources: Sequence[torch.Tensor], weights: Sequence[float],
            densities: Sequence[float] | None = None, *, seeds: Sequence[int] | None = None,
-           normalize: bool = True, **_: object) -> torch.Tensor:
+           normalize: bool = True, out: torch.Tensor | None = None, **_: object) -> torch.Tensor:
     """Weighted average (or weighted sum when ``normalize`` is false) of the sources."""
     _check_inputs(None, sources, weights, None)
     merged = torch.zeros(sources[0].shape, dtype=torch.float32)
@@ -71,7 +74,7 @@ def linear(base: torch.Tensor | None, sources: Sequence[torch.Tensor], weights: 
     total = float(sum(weights))
     if normalize and abs(total) > 1e-8:
         merged.div_(total)
-    return merged
+    return merged if out is None else _output(out, merged.shape).copy_(merged)
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,23 @@ def _delta_chunks(base_flat: torch.Tensor, source_flat: torch.Tensor) -> Callabl
     return chunks
 
 
+class _Workspace:
+    """Chunk-sized buffers, reused for every chunk of a tensor.
+
+    Allocating a fresh buffer per operation and chunk made the allocator hand memory back
+    to the kernel and fault it in again, which cost more than the arithmetic.
+    """
+
+    def __init__(self, sources: int, size: int, consensus: bool) -> None:
+        self.deltas = torch.empty(sources, size)
+        self.base, self.total = torch.empty(size), torch.empty(size)
+        if consensus:  # 0/1 masks are kept as floats: ops that mix in bool tensors run ~3x slower
+            self.sign, self.agree, self.product, self.agrees = (torch.empty(size) for _ in range(4))
+
+
 def _generalized(base: torch.Tensor, sources: Sequence[torch.Tensor], weights: Sequence[float],
-                 densities: Sequence[float], seeds: Sequence[int] | None, plan: _Plan) -> torch.Tensor:
+                 densities: Sequence[float], seeds: Sequence[int] | None, plan: _Plan,
+                 out: torch.Tensor | None) -> torch.Tensor:
     _check_inputs(base, sources, weights, densities)
     numel = base.numel()
     base_flat = _flat(base)
@@ -104,22 +122,50 @@ def _generalized(base: torch.Tensor, sources: Sequence[torch.Tensor], weights: S
     scales = [1.0] * len(sources)
     for index, density in enumerate(densities):
         if plan.sparsify == "magnitude":
-            trimmers[index] = MagnitudeTrimmer(magnitude_cut(_delta_chunks(base_flat, source_flats[index]), numel, density))
+            source_flat = source_flats[index]
+            if base_flat.dtype == source_flat.dtype == torch.bfloat16:
+                cut = bf16_delta_cut(base_flat, source_flat, density)
+            else:
+                cut = magnitude_cut(_delta_chunks(base_flat, source_flat), numel, density)
+            trimmers[index] = MagnitudeTrimmer(cut)
         elif plan.sparsify == "random":
             if seeds is None:
                 raise ValueError("DARE needs one seed per source")
             masks[index] = dare_keep_mask(numel, density, seeds[index])
             scales[index] = _dare_scale(base_flat, source_flats[index], masks[index], density, plan.rescale)
 
-    merged = torch.empty(numel, dtype=torch.float32)
+    merged = _output(out, base.shape)
+    merged_flat = merged.view(-1)
+    work = _Workspace(len(sources), min(numel, CHUNK_ELEMENTS), plan.consensus)
     for start, stop in _chunk_bounds(numel):
-        base_chunk = base_flat[start:stop].float()  # may alias the caller's fp32 base: read only
-        agree_sum, weight_sum = _combine_chunk(base_chunk, [s[start:stop] for s in source_flats], start, stop,
-                                               trimmers, masks, scales, plan, weights)
+        size = stop - start
+        base_chunk = work.base[:size].copy_(base_flat[start:stop])
+        deltas = work.deltas[:, :size]
+        for index, source_flat in enumerate(source_flats):
+            delta = deltas[index].copy_(source_flat[start:stop]).sub_(base_chunk)  # faster than a mixed-dtype sub
+            if trimmers[index] is not None:
+                trimmers[index].trim_(delta)
+            if masks[index] is not None:
+                delta.mul_(masks[index][start:stop].view(torch.uint8))  # uint8 multiplies ~3x faster than bool
+            delta.mul_(scales[index] * float(weights[index]))
+        if plan.consensus:
+            agree_sum, divisor = _elect_and_sum(work, size, deltas, weights, plan.normalize)
+        else:
+            agree_sum, divisor = _plain_sum(work, size, deltas, weights)
         if plan.normalize:
-            agree_sum.div_(weight_sum)
-        torch.add(base_chunk, agree_sum, alpha=plan.lam, out=merged[start:stop])
-    return merged.reshape(base.shape)
+            agree_sum.div_(divisor)
+        torch.add(base_chunk, agree_sum, alpha=plan.lam, out=merged_flat[start:stop])
+    return merged
+
+
+def _output(out: torch.Tensor | None, shape: torch.Size) -> torch.Tensor:
+    """Where a method writes its result: ``out`` (any float dtype: values are rounded once) or new fp32."""
+    if out is None:
+        return torch.empty(shape, dtype=torch.float32)
+    if out.shape != shape or not out.is_floating_point() or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous float tensor of shape {tuple(shape)}, "
+                         f"got {out.dtype} {tuple(out.shape)}")
+    return out
 
 
 def _dare_scale(base_flat: torch.Tensor, source_flat: torch.Tensor, mask: torch.Tensor, density: float,
@@ -138,58 +184,53 @@ def _dare_scale(base_flat: torch.Tensor, source_flat: torch.Tensor, mask: torch.
     raise ValueError(f"unknown rescale {rescale!r}: use 'inverse', 'l1' or None")
 
 
-def _combine_chunk(base_chunk: torch.Tensor, source_chunks: list[torch.Tensor], start: int, stop: int,
-                   trimmers: list[MagnitudeTrimmer | None], masks: list[torch.Tensor | None], scales: list[float],
-                   plan: _Plan, weights: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor | float]:
-    """Sum of the (agreeing) weighted deltas over one chunk, and the divisor for ``normalize``."""
-    weighted = []
-    for index, chunk in enumerate(source_chunks):
-        delta = chunk.float() - base_chunk  # a new tensor: inputs are never modified
-        if trimmers[index] is not None:
-            delta = trimmers[index].trim(delta)
-        if masks[index] is not None:
-            delta.mul_(masks[index][start:stop].view(torch.uint8))  # uint8 multiplies ~3x faster than bool
-        delta.mul_(scales[index] * float(weights[index]))
-        weighted.append(delta)
-    if not plan.consensus:
-        total = weighted[0]
-        for delta in weighted[1:]:
-            total.add_(delta)
-        divisor = float(sum(weights))
-        return total, divisor if abs(divisor) >= 1e-8 else 1.0
-    # Sign election by summed mass (+ on an exact tie, as mergekit). Everything stays in float
-    # arithmetic: `elect_positive` is 1.0 where the summed mass is >= 0, else 0.0.
-    positive, negative = torch.zeros_like(base_chunk), torch.zeros_like(base_chunk)
-    for delta in weighted:
-        positive.add_(delta.clamp(min=0.0))
-        negative.add_(delta.clamp(max=0.0))
-    elect_positive = torch.sign(positive + negative).add_(1.0).clamp_(max=1.0)
-    elect_negative = 1.0 - elect_positive
-    # Select by 0/1 products, not n + s * (p - n), which would round p - n.
-    agree_sum = positive.mul_(elect_positive).add_(negative.mul_(elect_negative))
-    if not plan.normalize:
+def _plain_sum(work: _Workspace, size: int, deltas: torch.Tensor,
+               weights: Sequence[float]) -> tuple[torch.Tensor, float]:
+    """Sum of the weighted deltas over one chunk, and the divisor for ``normalize``."""
+    total = work.total[:size].copy_(deltas[0])
+    for delta in deltas[1:]:
+        total.add_(delta)
+    divisor = float(sum(weights))
+    return total, divisor if abs(divisor) >= 1e-8 else 1.0
+
+
+def _elect_and_sum(work: _Workspace, size: int, deltas: torch.Tensor, weights: Sequence[float],
+                   normalize: bool) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """TIES over one chunk: sum of the weighted deltas that agree with the elected sign, and the divisor.
+
+    The elected sign is that of sum_i e_i (+ on an exact tie), as in mergekit. Every step
+    writes into the workspace.
+    """
+    total, sign, product, agree_sum = work.total[:size], work.sign[:size], work.product[:size], work.agree[:size]
+    agrees = work.agrees[:size]
+    total.copy_(deltas[0])
+    for delta in deltas[1:]:
+        total.add_(delta)
+    torch.ge(total, 0.0, out=sign).mul_(2.0).sub_(1.0)  # +1 / -1
+    agree_sum.zero_()
+    divisor = total.zero_() if normalize else None  # summed weights of the sources that agree
+    for delta, weight in zip(deltas, weights):
+        torch.gt(torch.mul(delta, sign, out=product), 0.0, out=agrees)  # 1.0: nonzero, with the elected sign
+        agree_sum.addcmul_(delta, agrees)
+        if divisor is not None:
+            divisor.add_(agrees, alpha=float(weight))
+    if divisor is None:
         return agree_sum, 1.0
-    positive_weight, negative_weight = torch.zeros_like(base_chunk), torch.zeros_like(base_chunk)
-    for delta, weight in zip(weighted, weights):
-        signs = torch.sign(delta)
-        positive_weight.add_(signs.clamp(min=0.0), alpha=float(weight))
-        negative_weight.add_(signs.clamp_(max=0.0), alpha=-float(weight))
-    divisor = positive_weight.mul_(elect_positive).add_(negative_weight.mul_(elect_negative))
-    return agree_sum, divisor.add_(divisor.eq(0))  # no agreeing source: divide by 1, as mergekit
+    return agree_sum, divisor.add_(torch.eq(divisor, 0.0, out=agrees))  # no agreeing source: divide by 1, as mergekit
 
 
 def _gta(sparsify: str | None, consensus: bool, default_normalize: bool, default_rescale: str | None):
     def method(base: torch.Tensor | None, sources: Sequence[torch.Tensor], weights: Sequence[float],
                densities: Sequence[float] | None = None, *, seeds: Sequence[int] | None = None,
                normalize: bool | None = None, rescale: str | None | bool = "default", lam: float = 1.0,
-               **_: object) -> torch.Tensor:
+               out: torch.Tensor | None = None, **_: object) -> torch.Tensor:
         if base is None:
             raise ValueError("this method needs a base model (task vectors are taken against it)")
         plan = _Plan(sparsify=sparsify, consensus=consensus,
                      normalize=default_normalize if normalize is None else bool(normalize), lam=float(lam),
                      rescale=default_rescale if rescale == "default" else (None if rescale is False else rescale))
         return _generalized(base, sources, weights, densities if densities is not None else [1.0] * len(sources),
-                            seeds, plan)
+                            seeds, plan, out)
     return method
 
 

@@ -2,7 +2,8 @@
 
 Both work in linear time. The magnitude threshold is a two-level radix select on the
 IEEE-754 bit pattern of |delta| (non-negative floats order like their bit patterns),
-instead of the full sort mergekit does. DARE draws its keep-mask from a per-tensor
+instead of the full sort mergekit does; for bf16 checkpoints its first level reads the
+bf16-rounded deltas (:func:`bf16_delta_cut`). DARE draws its keep-mask from a per-tensor
 PCG64 stream, so a tensor's mask depends only on (seed, numel), never on the order
 or parallelism in which tensors are merged.
 """
@@ -10,12 +11,11 @@ or parallelism in which tensors are merged.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # 16-bit uniform draws: a keep-probability is quantised to 1/65536 (error < 1e-5).
 _U16_LEVELS = 1 << 16
@@ -41,6 +41,9 @@ class MagnitudeCut:
     threshold: float
     ties_kept: int
     tie_count: int
+    # When known: the kept ties are exactly those at flat index < tie_cutoff, so trimming needs
+    # no tie counting (two hardshrinks split at this index). Not part of the cut's identity.
+    tie_cutoff: int | None = field(default=None, compare=False)
 
     @property
     def keeps_all_ties(self) -> bool:
@@ -71,61 +74,119 @@ def magnitude_cut(chunks: Chunks, numel: int, density: float) -> MagnitudeCut:
     return _cut_top_k(chunks, k) if k > 0 else KEEP_NONE
 
 
+def bf16_delta_cut(base: torch.Tensor, source: torch.Tensor, density: float,
+                   chunk_elements: int = 1 << 20) -> MagnitudeCut:
+    """:func:`magnitude_cut` of ``source - base`` (as fp32) for bf16 tensors, at two bytes per entry.
+
+    Level 1 keys are the bf16 patterns of |source - base| rounded to bf16, which is what
+    ``source - base`` gives in bf16 (torch subtracts in fp32, then rounds once). Rounding is
+    monotone, so the key of the k-th largest marks off every entry above and below it; level 2
+    then needs only the entries that share its key. Those are gathered and their exact fp32
+    deltas histogrammed (every fp32 value that rounds to a bf16 value lies within half a bf16
+    step of it). Fine-tunes of a bf16 model differ from it by a few bf16 steps, so this is
+    usually one bucket of a few per cent of the entries.
+    """
+    if base.dtype != torch.bfloat16 or source.dtype != torch.bfloat16 or base.shape != source.shape:
+        raise ValueError("bf16_delta_cut needs two bf16 tensors of one shape")
+    base, source = base.reshape(-1), source.reshape(-1)
+    numel = base.numel()
+    if density >= 1.0:
+        return KEEP_ALL
+    k = int(density * numel)
+    if k <= 0:
+        return KEEP_NONE
+    bounds = [(start, min(start + chunk_elements, numel)) for start in range(0, numel, chunk_elements)]
+    keys = torch.zeros(1 << 15, dtype=torch.int64)
+    for start, stop in bounds:
+        keys += torch.bincount((source[start:stop] - base[start:stop]).abs_().view(torch.int16), minlength=1 << 15)
+    key, above = _top_bucket(keys, k)
+    members, positions = [], []
+    for start, stop in bounds:
+        rounded = (source[start:stop] - base[start:stop]).abs_().view(torch.int16)
+        where = torch.nonzero(rounded == key).squeeze(1)
+        members.append(source[start:stop][where].float() - base[start:stop][where].float())
+        positions.append(where + start)
+    magnitudes = torch.cat(members).abs_()
+    low = max(0, (key << 16) - (1 << 15))
+    cut = _cut_in_range(magnitudes, k - above, low, (key << 16) + (1 << 15) + 1 - low)
+    if cut is KEEP_ALL:
+        return cut
+    ties = torch.cat(positions)[magnitudes == cut.threshold]  # flat indices, ascending
+    cutoff = 0 if cut.ties_kept == 0 else int(ties[cut.ties_kept - 1]) + 1
+    return replace(cut, tie_cutoff=cutoff)
+
+
 def _cut_top_k(chunks: Chunks, k: int) -> MagnitudeCut:
     high_hist = torch.zeros(1 << 15, dtype=torch.int64)
     for part in _passes(chunks):
         high = part.float().abs().view(torch.int32) >> 16
         high_hist += torch.bincount(high.flatten(), minlength=1 << 15)
-    bucket, above = _top_bucket(high_hist, k)
-    # Level 2 without boolean indexing (slow on CPU): offsets into the bucket, clamped so
-    # entries below/above it land in two sentinel bins that are dropped afterwards.
-    low_hist = torch.zeros((1 << 16) + 2, dtype=torch.int64)
+    bucket, _ = _top_bucket(high_hist, k)
+    return _cut_in_range(chunks, k, bucket << 16, 1 << 16)
+
+
+def _cut_in_range(chunks: Chunks, k: int, low: int, span: int) -> MagnitudeCut:
+    """Level 2: the exact cut, given that the k-th largest |x| has an fp32 pattern in low..low+span-1."""
+    # Offsets into the range without boolean indexing (slow on CPU), clamped so entries
+    # below/above it land in two sentinel bins.
+    hist = torch.zeros(span + 2, dtype=torch.int64)
     for part in _passes(chunks):
-        offsets = (part.float().abs().view(torch.int32).flatten() - (bucket << 16)).clamp_(-1, 1 << 16).add_(1)
-        low_hist += torch.bincount(offsets, minlength=(1 << 16) + 2)
-    low_hist = low_hist[1:-1]
-    low, above_in_bucket = _top_bucket(low_hist, k - above)
-    threshold = torch.tensor([(bucket << 16) | low], dtype=torch.int32).view(torch.float32).item()
+        offsets = (part.float().abs().view(torch.int32).flatten() - low).clamp_(-1, span).add_(1)
+        hist += torch.bincount(offsets, minlength=span + 2)
+    above, inside = int(hist[-1]), hist[1:-1]
+    assert above < k <= above + int(inside.sum()), "level 1 chose a range without the k-th largest"
+    position, above_inside = _top_bucket(inside, k - above)
+    threshold = torch.tensor([low + position], dtype=torch.int32).view(torch.float32).item()
     if threshold == 0.0:
         return KEEP_ALL  # only zeros are cut, and they contribute nothing
-    return MagnitudeCut(threshold, ties_kept=k - above - above_in_bucket, tie_count=int(low_hist[low]))
+    return MagnitudeCut(threshold, ties_kept=k - above - above_inside, tie_count=int(inside[position]))
 
 
 class MagnitudeTrimmer:
     """Applies a :class:`MagnitudeCut` chunk by chunk, in flat order (tie state carries over).
 
     Uses ``hardshrink`` (pure float arithmetic) rather than boolean masks, which are
-    several times slower on CPU; only the one chunk where the tie quota runs out needs a mask.
+    several times slower on CPU. With a ``tie_cutoff`` the chunk is split there; without
+    one, ties are counted chunk by chunk and the chunk where the quota runs out needs a mask.
     """
 
     def __init__(self, cut: MagnitudeCut) -> None:
         self.cut = cut
         self.ties_left = cut.ties_kept
+        self.position = 0  # flat index of the next chunk
         threshold = torch.tensor(cut.threshold, dtype=torch.float32)
         # hardshrink keeps |x| > lambd: lambd just below t keeps |x| >= t.
         self._below = float(torch.nextafter(threshold, torch.tensor(0.0)))
 
-    def trim(self, chunk: torch.Tensor) -> torch.Tensor:
-        """The chunk with the entries the cut drops set to zero (a new tensor unless all are kept)."""
+    def trim_(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Zero, in place, the entries of ``chunk`` (a float tensor) that the cut drops."""
         cut = self.cut
+        start = self.position
+        self.position += chunk.numel()
         if cut is KEEP_ALL:
             return chunk
         if cut is KEEP_NONE:
-            return torch.zeros_like(chunk)
+            return chunk.zero_()
+        if cut.tie_cutoff is not None and not cut.keeps_all_ties:
+            flat = chunk.view(-1)
+            split = min(max(cut.tie_cutoff - start, 0), flat.numel())  # ties before it are kept
+            torch.hardshrink(flat[:split], self._below, out=flat[:split])
+            torch.hardshrink(flat[split:], cut.threshold, out=flat[split:])
+            return chunk
         if cut.keeps_all_ties:
-            return F.hardshrink(chunk, self._below)
+            return torch.hardshrink(chunk, self._below, out=chunk)
         if self.ties_left == 0:  # the quota of tied entries is used up: ties go too
-            return F.hardshrink(chunk, cut.threshold)
+            return torch.hardshrink(chunk, cut.threshold, out=chunk)
         magnitude = chunk.abs()
         ties = magnitude == cut.threshold
         ties_here = int(ties.sum())
         if ties_here <= self.ties_left:  # every tie in this chunk fits the quota
             self.ties_left -= ties_here
-            return F.hardshrink(chunk, self._below)
+            return torch.hardshrink(chunk, self._below, out=chunk)
         tie_rank = torch.cumsum(ties.flatten(), 0).view_as(ties)
         drop = (magnitude < cut.threshold) | (ties & (tie_rank > self.ties_left))
         self.ties_left = 0
-        return chunk.masked_fill(drop, 0.0)
+        return chunk.masked_fill_(drop, 0.0)
 
 
 def kth_largest_magnitude(chunks: Chunks, k: int) -> float:
