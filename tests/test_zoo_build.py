@@ -135,8 +135,8 @@ def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zo
     from evovlm.zoo.evolution import (DFS_ROW, HYBRID_ROW, PS_ROW, VLM_ROW, EvolveBudget, evolution_checks,
                                       format_table, install_models, zoo_evolution)
 
-    budget = EvolveBudget(ps_trials=1, dfs_generations=1, hybrid_generations=1, vlm_trials=1, repeats=1,
-                          fitness_limit=2)
+    budget = EvolveBudget(ps_trials=1, dfs_generations=1, dfs_workers=1, hybrid_generations=1, vlm_trials=1,
+                          repeats=1, fitness_limit=2)
     out = tmp_path / "runs"
     result = zoo_evolution(quick_zoo, out, budget=budget, limit=3, progress=False, log=lambda _: None)
     assert json.loads((out / "table.json").read_text(encoding="utf-8")) == result

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import random
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from evovlm.errors import EvoVLMError
 from evovlm.eval.benchmarks import list_benchmarks, load_benchmark
@@ -115,3 +118,66 @@ def test_colour_questions_ask_about_a_unique_shape_and_counts_are_right():
             matches = [shape for shape in scene if world.SHAPES[shape.kind][0] == name]
             assert len(matches) == 1
             assert scenes.SCENE_COLOURS[matches[0].colour][0] == question.value_en
+
+
+@pytest.mark.parametrize("name", ["zoo-mgsm-ja", "zoo-math-en"])
+def test_reference_replies_answer_their_split_problems(name):
+    from evovlm.zoo.benchmarks import reference_replies
+
+    for split in SPLITS:
+        samples = load_benchmark(name, split=split).samples
+        replies = reference_replies(name, split)
+        assert len(replies) == len(samples)
+        for sample, reply in zip(samples, replies):
+            work, sentence = reply.split(world.SEPARATOR)
+            left, result = work.split("=")
+            assert eval(left) == int(result) == int(sample.reference)  # noqa: S307
+            assert sentence == world.answer_sentence(sample.reference, "ja" if name == "zoo-mgsm-ja" else "en")
+    with pytest.raises(EvoVLMError, match="reference replies"):
+        reference_replies("zoo-ja-qa", "fitness")
+
+
+class _UniformLM(torch.nn.Module):
+    """Logits that are all equal: every next token has probability 1 / vocabulary."""
+
+    def __init__(self, vocabulary: int) -> None:
+        super().__init__()
+        self.vocabulary = vocabulary
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask):
+        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocabulary))
+
+
+class _CopyLM(_UniformLM):
+    """Puts all probability on the token that actually comes next, up to ``upto``, uniform after it.
+
+    ``upto=None``: everywhere (log-prob 0). ``upto=":"``: only while predicting the prompt, which
+    ends in "A:" (the reply has no colon), so the reply's tokens all get 1 / vocabulary.
+    """
+
+    def __init__(self, vocabulary: int, colon_id: int | None = None) -> None:
+        super().__init__(vocabulary)
+        self.colon_id = colon_id
+
+    def forward(self, input_ids, attention_mask):
+        logits = torch.full((*input_ids.shape, self.vocabulary), -1e4)
+        logits[:, :-1].scatter_(-1, input_ids[:, 1:, None], 0.0)  # next token certain
+        if self.colon_id is not None:
+            for row, ids in enumerate(input_ids.tolist()):
+                prompt_end = max(i for i, token in enumerate(ids) if token == self.colon_id)
+                logits[row, prompt_end:] = 0.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_reply_log_probability_fitness_against_hand_computed_values():
+    from evovlm.zoo.build import zoo_tokenizer
+    from evovlm.zoo.fitness import mgsm_ja_reply_logprob
+
+    tokenizer = zoo_tokenizer()
+    vocabulary = len(tokenizer)
+    assert mgsm_ja_reply_logprob(_UniformLM(vocabulary), tokenizer) == pytest.approx(-math.log(vocabulary), rel=1e-6)
+    assert mgsm_ja_reply_logprob(_CopyLM(vocabulary), tokenizer) == pytest.approx(0.0, abs=1e-6)
+    # only the reply's tokens count: a model perfect on the prompt alone scores like the uniform one
+    colon = tokenizer.convert_tokens_to_ids(":")
+    assert mgsm_ja_reply_logprob(_CopyLM(vocabulary, colon), tokenizer) == pytest.approx(-math.log(vocabulary), rel=1e-6)

@@ -69,12 +69,36 @@ def _vqa_draw(language: str) -> Draw:
 @functools.lru_cache(maxsize=None)
 def _standard_splits(name: str) -> dict[str, tuple[tuple[str, Sample], ...]]:
     """All standard splits of ``name``, each excluding the questions of the splits before it."""
-    draw = _DRAWS[name][0]
+    return _draw_splits(name, _DRAWS[name][0])
+
+
+def _draw_splits(name: str, draw: Callable[[random.Random], tuple[str, object]]) -> dict[str, tuple]:
     seen: set[str] = set()
     splits = {}
     for split, size in SPLITS.items():
         splits[split] = tuple(_draw_unique(draw, random.Random(f"{name}:{_SPLIT_SEEDS[split]}"), size, seen))
     return splits
+
+
+@functools.lru_cache(maxsize=None)
+def reference_replies(name: str, split: str) -> tuple[str, ...]:
+    """The full reply in the zoo's format ("equation; sentence") to each problem of a math split.
+
+    The benchmark's samples hold only the final number; this replays the same seeded draws
+    to recover each problem's equation as well (a likelihood fitness needs the whole reply).
+    """
+    languages = {"zoo-mgsm-ja": "ja", "zoo-math-en": "en"}
+    if name not in languages or split not in SPLITS:
+        raise EvoVLMError(f"reference replies exist for the splits {', '.join(SPLITS)} of "
+                          f"{', '.join(languages)}; got {name} {split}")
+
+    def draw(rng: random.Random) -> tuple[str, world.Problem]:
+        problem = world.word_problem(rng, languages[name])
+        return problem.question, problem
+
+    rows = _draw_splits(name, draw)[split]
+    assert [key for key, _ in rows] == [key for key, _ in _standard_splits(name)[split]], "draws diverged"
+    return tuple(world.math_reply(problem, languages[name]) for _, problem in rows)
 
 
 def _draw_unique(draw: Draw, rng: random.Random, size: int, seen: set[str]) -> list[tuple[str, Sample]]:

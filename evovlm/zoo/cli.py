@@ -37,7 +37,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     evolve.add_argument("--resume", action="store_true",
                         help="finish the runs already started in --out instead of starting them again")
     evolve.add_argument("--ps-trials", type=int, default=None, help="PS budget in candidates (default 120)")
-    evolve.add_argument("--dfs-generations", type=int, default=None, help="DFS budget in generations (default 20)")
+    evolve.add_argument("--dfs-generations", type=int, default=None, help="DFS budget in generations (default 100)")
+    evolve.add_argument("--dfs-workers", type=int, default=None,
+                        help="processes scoring DFS candidates (default: the CPU count, at most 4)")
     evolve.add_argument("--limit", type=int, default=None,
                         help="score only the first N test problems in the table (searches use the fitness split)")
     evolve.add_argument("--data-seed", type=int, default=None, help="score the table on a fresh draw")
@@ -92,7 +94,7 @@ def _evolve(args: argparse.Namespace) -> int:
     from evovlm.zoo.evolution import EvolveBudget, format_table, install_models, zoo_evolution
 
     zoo = _built_zoo(args.zoo)
-    for name in ("ps_trials", "dfs_generations", "limit"):
+    for name in ("ps_trials", "dfs_generations", "dfs_workers", "limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise EvoVLMError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     budget = EvolveBudget()
@@ -100,6 +102,8 @@ def _evolve(args: argparse.Namespace) -> int:
         budget = replace(budget, ps_trials=args.ps_trials)
     if args.dfs_generations:
         budget = replace(budget, dfs_generations=args.dfs_generations)
+    if args.dfs_workers:
+        budget = replace(budget, dfs_workers=args.dfs_workers)
     result = zoo_evolution(zoo, args.out, seed=args.seed, budget=budget, resume=args.resume,
                            data_seed=args.data_seed, limit=args.limit, progress=not args.quiet)
     print(format_table(result))
