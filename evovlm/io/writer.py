@@ -9,7 +9,7 @@ safetensors header (which lists every offset) can be written before its data. Ea
 tensor is then written straight from its own memory at its offset, by a background
 thread, while the caller merges the next one. safetensors' own ``save`` would first
 serialise a whole shard into one new buffer: a second copy of the model, and on a VM
-fresh memory is expensive (1.7 GB cost 9 s in merge_bench). The file format is the
+fresh memory is expensive (serialising 1.7 GB took 9 s in a profiled merge_bench run). The file format is the
 documented one (8-byte little-endian header size, JSON header, raw little-endian data);
 tests read every output back with safetensors itself.
 """
