@@ -184,12 +184,18 @@ def _dare_scale(base_flat: torch.Tensor, source_flat: torch.Tensor, mask: torch.
     raise ValueError(f"unknown rescale {rescale!r}: use 'inverse', 'l1' or None")
 
 
+def _sum_into(total: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """sum_i e_i, added in source order (the same rounding wherever it is used)."""
+    total.copy_(deltas[0])
+    for delta in deltas[1:]:
+        total.add_(delta)
+    return total
+
+
 def _plain_sum(work: _Workspace, size: int, deltas: torch.Tensor,
                weights: Sequence[float]) -> tuple[torch.Tensor, float]:
     """Sum of the weighted deltas over one chunk, and the divisor for ``normalize``."""
-    total = work.total[:size].copy_(deltas[0])
-    for delta in deltas[1:]:
-        total.add_(delta)
+    total = _sum_into(work.total[:size], deltas)
     divisor = float(sum(weights))
     return total, divisor if abs(divisor) >= 1e-8 else 1.0
 
@@ -203,9 +209,7 @@ def _elect_and_sum(work: _Workspace, size: int, deltas: torch.Tensor, weights: S
     """
     total, sign, product, agree_sum = work.total[:size], work.sign[:size], work.product[:size], work.agree[:size]
     agrees = work.agrees[:size]
-    total.copy_(deltas[0])
-    for delta in deltas[1:]:
-        total.add_(delta)
+    _sum_into(total, deltas)
     torch.ge(total, 0.0, out=sign).mul_(2.0).sub_(1.0)  # +1 / -1
     agree_sum.zero_()
     divisor = total.zero_() if normalize else None  # summed weights of the sources that agree
