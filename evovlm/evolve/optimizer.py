@@ -6,6 +6,10 @@ exact for that: it drops the random generator (an unpickled CMA gets an unseeded
 stores the covariance matrix as its upper triangle, which the original process would have
 symmetrised as (C + C^T) / 2 - a last-bit difference that changes every later sample. So
 the optimiser's attributes are pickled as they are, with the generator's state beside them.
+
+For the same reason ask and tell run with one BLAS thread: a multi-threaded eigendecomposition
+rounds differently with the thread count (seen as 2e-16 in a DFS genome), so without the limit a
+run would depend on OMP_NUM_THREADS and the machine's cores, not only on its seed.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from evovlm.errors import EvoVLMError
 from evovlm.evolve.config import OptimizerConfig
@@ -58,10 +63,12 @@ class Optimizer:
         return np.asarray(self.engine.mean, dtype=float)
 
     def ask_generation(self) -> list[np.ndarray]:
-        return [np.asarray(self.engine.ask(), dtype=float) for _ in range(self.population_size)]
+        with threadpool_limits(limits=1, user_api="blas"):
+            return [np.asarray(self.engine.ask(), dtype=float) for _ in range(self.population_size)]
 
     def tell(self, genomes: Sequence[np.ndarray], values: Sequence[float]) -> None:
-        self.engine.tell([(np.asarray(g, dtype=float), float(v)) for g, v in zip(genomes, values)])
+        with threadpool_limits(limits=1, user_api="blas"):
+            self.engine.tell([(np.asarray(g, dtype=float), float(v)) for g, v in zip(genomes, values)])
 
     # -- persistence -------------------------------------------------------------------
     def save(self, path: Path) -> None:
