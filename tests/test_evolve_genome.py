@@ -108,6 +108,17 @@ def test_dfs_layout_identity_and_fixed_points():
     start = genome.initial_mean(0.5)  # init: a -> model A itself, W = 1
     candidate = genome.decode(start)
     assert candidate.path == (0, 1) and candidate.scales == (1.0, 1.0)
+    # A's layers sit in the middle repetition, so one flip puts a B layer in front of them or behind them.
+    assert np.flatnonzero(genome.genotype(start)[0]).tolist() == [4, 5]
+    for slot, path in ((3, (0, 3, 0, 1)), (10, (0, 1, 2, 1))):
+        flipped = start.copy()
+        flipped[slot] = 1.0
+        assert genome.decode(flipped).path == path
+    first = DFSGenome(dfs_config(init="a-first").dfs, 2, 2)
+    assert np.flatnonzero(first.genotype(first.initial_mean(0.5))[0]).tolist() == [0, 1]
+    assert first.start_is_a_model and first.decode(first.initial_mean(0.5)).path == (0, 1)
+    for repeats, identity in ((1, [0, 1]), (2, [4, 5]), (4, [8, 9])):
+        assert np.flatnonzero(DFSGenome(dfs_config(repeats=repeats).dfs, 2, 2).identity_slots()).tolist() == identity
     slots = np.zeros(12, dtype=bool)
     slots[[2, 3, 6]] = True  # B:0, B:1, then B:0 again in the second repetition
     matrix = np.arange(16, dtype=float).reshape(4, 4) / 10
@@ -159,6 +170,8 @@ def test_dfs_round_trips_and_options():
     ({"mode": "dfs"}, "needs a 'dfs' section"),
     ({"dfs": {"model_a": JA, "model_b": MATH}}, "mode is ps"),
     ({"mode": "ps+dfs", "dfs": {"model_a": JA, "model_b": MATH}}, "write model_a: ps"),
+    ({"mode": "dfs", "ps": None, "dfs": {"model_a": JA, "model_b": MATH, "init": "b"}},
+     "'a-first' (in the first) or 'uniform' (every gene at the mean), got 'b'"),
     ({"runtime": {"workers": 0}}, "workers"),
     ({"mode": "dfs", "ps": None, "dfs": {"model_a": LLAVA, "model_b": MATH}},
      "DFS merges causal LMs (LlamaForCausalLM, MistralForCausalLM), not LlavaForConditionalGeneration"),

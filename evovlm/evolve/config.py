@@ -20,7 +20,7 @@
       repeats: 3                # r: the M layers laid out r times, T = M * r indicator genes
       scales: matrix            # matrix (M x M genes, the paper's W) | none (all 1)
       scale_range: [0, 2]
-      init: a                   # a: the search starts at model A itself | uniform: every gene 0.5
+      init: a                   # a: start at model A itself, its layers in the middle repetition | a-first | uniform: every gene 0.5
     optimizer: {name: cma, sigma: 0.1667, population: null, bounds: [0, 1], mean: 0.5}
     budget: {trials: 100}       # or {generations: G}; trials round up to whole generations
     fitness:                    # exactly one of benchmark, callable, synthetic (`fitness: NAME` = a benchmark)
@@ -428,9 +428,9 @@ def _dfs(data: dict, where: str, mode: str, base_dir: str | Path | None) -> DFSC
     if data.get("scales", "matrix") not in ("matrix", "none"):
         raise EvoVLMError(f"{where}.scales: 'matrix' (the paper's M x M W) or 'none', got {data['scales']!r}")
     data["scale_range"] = _range(data.get("scale_range", (0.0, 2.0)), f"{where}.scale_range")
-    if data.get("init", "a") not in ("a", "uniform"):
-        raise EvoVLMError(f"{where}.init: 'a' (start from model A) or 'uniform' (every gene at the mean), "
-                          f"got {data['init']!r}")
+    if data.get("init", "a") not in ("a", "a-first", "uniform"):
+        raise EvoVLMError(f"{where}.init: 'a' (start from model A, its layers in the middle repetition), "
+                          f"'a-first' (in the first) or 'uniform' (every gene at the mean), got {data['init']!r}")
     for key in ("optimizer", "budget"):
         if not isinstance(data.get(key) or {}, dict):
             raise EvoVLMError(f"{where}.{key}: expected a mapping")

@@ -217,18 +217,26 @@ class DFSGenome(_Affine):
         return DFSCandidate(tuple(int(i) for i in path), tuple(scales))
 
     def identity_slots(self) -> np.ndarray:
-        """Model A itself: A's layers in the first repetition."""
+        """Model A itself: A's layers in the middle repetition (``init: a``) or the first (``a-first``).
+
+        In the middle, any B layer can be put in front of A's layers (an earlier repetition) or
+        behind them (a later one) by one indicator flip, and A's own layers dropped one flip at a
+        time: on the seed-1 zoo, A -> A0 B1 A0-5 -> A0 B1-2 A0-5 -> ... -> A0 B1-2 A3-5 improves
+        the fitness at every flip (-1.04, -0.98, -0.62, -0.61, -0.60, -0.48). From the first
+        repetition nothing can go in front of A's layers, and such climbs are out of reach.
+        """
         slots = np.zeros(self.num_slots, dtype=bool)
-        slots[:self.layers_a] = True
+        start = 0 if self.config.init == "a-first" else self.num_layers * (self.config.repeats // 2)
+        slots[start:start + self.layers_a] = True
         return slots
 
     @property
     def start_is_a_model(self) -> bool:
         """``init: a`` starts at model A itself, worth scoring as a candidate (see evolve.search)."""
-        return self.config.init == "a"
+        return self.config.init != "uniform"
 
     def initial_mean(self, mean: float) -> np.ndarray:
-        if self.config.init == "a":
+        if self.start_is_a_model:
             low, high = self.config.scale_range
             unit = np.full((self.num_layers, self.num_layers), min(max(1.0, low), high))  # W = 1 when in range
             return self.encode(self.identity_slots(), unit)
