@@ -173,3 +173,34 @@ def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zo
     assert set(installed) == {"evollm", "evovlm"}
     assert load_runner(zoo_copy / "evollm").kind == "causal-lm" and load_runner(zoo_copy / "evovlm").kind == "vlm"
     assert not list(zoo_copy.glob(".*partial"))
+
+
+def test_sign_test_and_beats_claims_on_hand_counted_rows():
+    from evovlm.zoo.evolution import DFS_ROW, evolution_checks, sign_test
+
+    def row(model, bits, bench="zoo-mgsm-ja"):
+        return {"model": model, "benchmark": bench, "n": len(bits), "acc_ja": round(100 * bits.count("1") / len(bits), 1),
+                "correct_ja": bits}
+
+    # pairs (1,0) (1,1) (0,1) (1,0): 2 won, 1 lost; P(X >= 2 | 3 fair coins) = (3 + 1) / 8
+    assert sign_test([row("a", "1101"), row("b", "0110")], "a", "b") == (2, 1, 0.5)
+    assert sign_test([row("a", "11111"), row("b", "00000")], "a", "b") == (5, 0, 1 / 32)
+    assert sign_test([row("a", "10"), {"model": "b", "benchmark": "zoo-mgsm-ja", "acc_ja": 0}], "a", "b") == (0, 0, 1.0)
+
+    # 500 problems: a DFS row with 6 right answers against a source with 4 is higher, but not a win
+    def table(dfs_bits):
+        rest = "0" * 500
+        names = ["base", "ja", "math", "task arithmetic, λ=1", "TIES, density 0.5", "DARE-TIES, density 0.5",
+                 "oracle: MATH inside, JA output blocks", "evolved PS", "evolved PS+DFS"]
+        rows = [row(name, "1" * 400 + "0" * 100 if "PS" in name or "oracle" in name else rest) for name in names]
+        rows[1] = row("ja", "1111" + "0" * 496)
+        rows.append(row(DFS_ROW, dfs_bits))
+        rows += [{"model": name, "benchmark": "zoo-vqa-ja", "rougeL_ja": value, "content_ja": value}
+                 for name, value in (("vlm", 0.0), ("evolved VLM (PS)", 50.0), ("oracle: VLM inside, JA output blocks", 40.0))]
+        return {c["criterion"]: c for c in evolution_checks(rows)}
+
+    checks = table("0000" + "111111" + "0" * 490)  # 6 right, none shared with ja's 4: 6 won, 4 lost
+    assert not checks["DFS beats every source"]["passed"]
+    assert "6 problems won, 4 lost, p = 0.38" in checks["DFS beats every source"]["numbers"]
+    checks = table("0000" + "1" * 27 + "0" * 469)  # 27 won, 4 lost: p = 1.7e-5
+    assert checks["DFS beats every source"]["passed"] and checks["PS beats every source and every uniform merge"]["passed"]

@@ -94,11 +94,14 @@ class TableScorer:
         benchmark = self.bench(bench_name)
         if blind:  # a text-only model gets the image questions without the images
             benchmark = dataclasses.replace(benchmark, kind="qa")
-        summary = evaluate(load_runner(path), benchmark, progress=self.progress)["summary"]  # percent
+        results = evaluate(load_runner(path), benchmark, progress=self.progress)
+        summary = results["summary"]  # percent
         row = {"model": model, "benchmark": bench_name, "n": summary["n"],
                **{key: round(float(summary[key]), 1) for key in keys}}
+        if "acc_ja" in keys:  # per problem, in order, for paired significance tests (zoo.evolution)
+            row["correct_ja"] = "".join("1" if sample["correct_ja"] else "0" for sample in results["samples"])
         self.rows.append(row)
-        self.log("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
+        self.log("  " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "correct_ja"))
         return row
 
     def merged(self, name: str, recipe: dict) -> Path:
@@ -186,7 +189,7 @@ def format_report(report: dict) -> str:
     """Markdown: one table of measurements, one of criteria."""
     lines = ["| model | benchmark | n | metrics |", "|---|---|---|---|"]
     for row in report["rows"]:
-        metrics = ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("model", "benchmark", "n"))
+        metrics = ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("model", "benchmark", "n", "correct_ja"))
         lines.append(f"| {row['model']} | {row['benchmark']} | {row['n']} | {metrics} |")
     lines += ["", "| criterion | result | numbers |", "|---|---|---|"]
     for item in report["checks"]:
