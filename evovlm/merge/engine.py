@@ -274,6 +274,5 @@ def merge_into_module(module: torch.nn.Module, recipe: Recipe, resident: Residen
     return written
 
 
-
 def _shares_memory(one: torch.Tensor, other: torch.Tensor) -> bool:
     return one.untyped_storage().data_ptr() == other.untyped_storage().data_ptr()
