@@ -18,7 +18,7 @@ from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from evovlm.dfs.configuration import EvoDFSConfig
-from evovlm.dfs.modeling import EvoDFSForCausalLM
+from evovlm.dfs.modeling import CACHE_ARG, EvoDFSForCausalLM
 from evovlm.tiny import perturbed_copy, tiny_causal_lm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,11 +114,11 @@ def test_kv_cache_gives_each_path_position_its_own_slot(models):
     dfs = EvoDFSForCausalLM.from_models(model_a, model_b, path=[0, 3, 3, 4, 3, 2], scales=[1, .9, 1.1, 1, .7, 1])
     full = dfs(IDS, use_cache=False).logits
     prefix = dfs(IDS[:, :6], use_cache=True)
-    assert len(prefix.past_key_values.layers) == 6
-    cache, steps = prefix.past_key_values, [prefix.logits]
+    assert len(getattr(prefix, CACHE_ARG).layers) == 6
+    cache, steps = getattr(prefix, CACHE_ARG), [prefix.logits]
     for position in range(6, IDS.shape[1]):
-        out = dfs(IDS[:, position:position + 1], past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = dfs(IDS[:, position:position + 1], use_cache=True, **{CACHE_ARG: cache})
+        cache = getattr(out, CACHE_ARG)
         steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
     with_cache = dfs.generate(IDS, max_new_tokens=12, do_sample=False, use_cache=True, pad_token_id=3)

@@ -26,7 +26,7 @@ _DROPPED = {"architectures", "model_type", "transformers_version", "_name_or_pat
 
 class EvoDFSConfig(PreTrainedConfig):
     model_type = "evovlm_dfs"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the KV cache, as transformers >= 5.24 and older name it
 
     base_model_type: str = "mistral"
     dfs_layer_origins: list[str] | None = None

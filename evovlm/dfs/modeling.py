@@ -7,6 +7,10 @@ multiplied by ``dfs_scales[t]`` (the paper's W[i, j] for the hop from layer i in
 KV cache: a reused layer must not overwrite the keys/values it cached at an earlier position,
 so each path position gets its own cache slot: the attention module's ``layer_idx`` (the slot
 it writes) is set to the path position right before the layer runs.
+
+transformers renamed the cache argument from ``past_key_values`` to ``cache`` (5.24; the old
+name is removed in 5.40). The model takes the cache under either name, because ``generate``
+passes it under the installed version's name, and hands it on under that name only.
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ from transformers.modeling_utils import PreTrainedModel
 from evovlm.dfs.configuration import EvoDFSConfig, check_path
 
 _PREFIX = {"mistral": "Mistral", "llama": "Llama"}
+# The installed transformers' name for the KV cache argument and output field.
+CACHE_ARG = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _take_cache(cache: Any, kwargs: dict[str, Any]) -> Any:
+    """The cache, whichever name the caller used (``past_key_values`` is popped from ``kwargs``)."""
+    legacy = kwargs.pop("past_key_values", None)
+    return legacy if cache is None else cache
 
 
 def _base_classes(base_model_type: str) -> tuple[type, type, type]:
@@ -41,7 +53,7 @@ class EvoDFSPreTrainedModel(PreTrainedModel):
     config_class = EvoDFSConfig
     base_model_prefix = "model"
     _no_split_modules = ["MistralDecoderLayer", "LlamaDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_ARG]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -62,23 +74,24 @@ class EvoDFSModel(EvoDFSPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, past_key_values: Any = None,
+                position_ids: torch.LongTensor | None = None, cache: Any = None,
                 inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None,
                 **kwargs: Any) -> BaseModelOutputWithPast:
+        cache = _take_cache(cache, kwargs)
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)  # one slot per path position
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)  # one slot per path position
         if position_ids is None:
-            seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+            seen = cache.get_seq_length() if cache is not None else 0
             position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + seen).unsqueeze(0)
         sliding = getattr(self.config, "sliding_window", None) is not None
         mask_function = create_sliding_window_causal_mask if sliding else create_causal_mask
         causal_mask = mask_function(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                    past_key_values=past_key_values, position_ids=position_ids)
+                                    position_ids=position_ids, **{CACHE_ARG: cache})
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
         for position, (index, scale) in enumerate(zip(self.config.dfs_path, self.config.dfs_scales)):
@@ -89,13 +102,12 @@ class EvoDFSModel(EvoDFSPreTrainedModel):
             attention.layer_idx = position  # the cache slot of this path position
             try:
                 hidden_states = layer(hidden_states, attention_mask=causal_mask, position_ids=position_ids,
-                                      past_key_values=past_key_values, use_cache=use_cache,
-                                      position_embeddings=position_embeddings, **kwargs)
+                                      use_cache=use_cache, position_embeddings=position_embeddings,
+                                      **{CACHE_ARG: cache}, **kwargs)
             finally:  # the layer may be shared with the model it came from (from_models)
                 attention.layer_idx = own_slot
         hidden_states = self.norm(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states,
-                                       past_key_values=past_key_values if use_cache else None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE_ARG: cache if use_cache else None})
 
 
 class EvoDFSForCausalLM(EvoDFSPreTrainedModel, GenerationMixin):
@@ -109,12 +121,12 @@ class EvoDFSForCausalLM(EvoDFSPreTrainedModel, GenerationMixin):
         self.post_init()
 
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, past_key_values: Any = None,
+                position_ids: torch.LongTensor | None = None, cache: Any = None,
                 inputs_embeds: torch.Tensor | None = None, labels: torch.LongTensor | None = None,
                 use_cache: bool | None = None, logits_to_keep: int | torch.Tensor = 0,
                 **kwargs: Any) -> CausalLMOutputWithPast:
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+                             cache=_take_cache(cache, kwargs), inputs_embeds=inputs_embeds, use_cache=use_cache,
                              **kwargs)
         hidden_states = outputs.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
@@ -125,7 +137,7 @@ class EvoDFSForCausalLM(EvoDFSPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_ARG: getattr(outputs, CACHE_ARG)})
 
     # -- DFS-specific -------------------------------------------------------------------
     def set_path(self, path: list[int], scales: list[float]) -> None:
