@@ -94,6 +94,11 @@ def text_config(config: dict) -> dict:
     return config.get("text_config") or config
 
 
+def is_vlm_config(config: dict) -> bool:
+    """True when a config.json (as a dict) describes a Llava-family VLM."""
+    return config.get("model_type") in ("llava", "llava_next") or "vision_config" in config
+
+
 def architecture_of(config: dict) -> str:
     architectures = config.get("architectures") or []
     return architectures[0] if architectures else str(config.get("model_type", "unknown"))

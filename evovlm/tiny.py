@@ -151,7 +151,17 @@ def build_tiny_family(out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models")
-    for name, path in build_tiny_family(target).items():
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m evovlm.tiny", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", nargs="?", default="tiny-models", metavar="OUT_DIR",
+                        help="folder to write base/, ja/, math/, llava/, llava-next/ into (default: tiny-models)")
+    args = parser.parse_args(argv)
+    for name, path in build_tiny_family(args.out_dir).items():
         print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

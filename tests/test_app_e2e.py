@@ -21,7 +21,7 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from test_app_units import TINY, make_results, make_run_dir, png_header_only  # noqa: E402
+from helpers import TINY, make_results, make_run_dir, png_header_only  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,15 +1,12 @@
 """The demo's logic without a server: model list, LRU cache, input bounds, prompts, case studies, runs.
 
-``make_results`` and ``make_run_dir`` fabricate a results file and an evolution run directory; the
-end-to-end tests (test_app_e2e.py) reuse them.
+The fabricated results files and run directories come from helpers.py.
 """
 
 from __future__ import annotations
 
 import json
-import struct
 import threading
-import zlib
 from pathlib import Path
 
 import pytest
@@ -21,93 +18,10 @@ from evovlm.app.cache import ModelCache
 from evovlm.app.config import SHIPPED_MODELS, Limits, Registry, load_config
 from evovlm.app.generate import Decoding, UserError, chat_prompt, check_question, load_image, merge_streams
 from evovlm.errors import EvoVLMError
+from helpers import TINY, make_results, make_run_dir, png_header_only
 
-TINY = Path(__file__).resolve().parent.parent / "examples" / "tiny"
 REAL_IDS = {"SakanaAI/EvoVLM-JP-v1-7B", "llava-hf/llava-v1.6-mistral-7b-hf", "SakanaAI/EvoLLM-JP-v1-7B",
             "augmxnt/shisa-gamma-7b-v1"}
-
-
-# -- fabricated inputs (shared with test_app_e2e.py) -------------------------------------------------
-
-def png_header_only(path: Path, width: int, height: int) -> Path:
-    """A PNG whose header claims width x height (a decompression bomb's shape) with almost no data."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-    return path
-
-
-def make_results(folder: Path) -> tuple[Path, Path]:
-    """Two VQA results files (schema of evovlm.eval.evaluate) over the same 4 samples with images."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    samples = [("赤いりんご", "赤いりんごです", "りんご"), ("青い空", "空は青い", "海です"),
-               ("白い犬", "犬がいます", "白い犬がいます"), ("黄色い花", "花", "花")]
-    for i, colour in enumerate(["red", "blue", "white", "yellow"]):
-        Image.new("RGB", (48, 32), colour).save(folder / f"img{i}.png")
-
-    def write(name: str, model: str, which: int, scores: list[float]) -> Path:
-        records = []
-        for i, ((ref, resp_a, resp_b), score) in enumerate(zip(samples, scores)):
-            records.append({
-                "index": i, "id": f"q{i}", "question": f"画像{i}には何がありますか？", "reference": ref,
-                "response": (resp_a, resp_b)[which], "image": str(folder / f"img{i}.png"), "is_ja": True,
-                "extracted": None, "correct": None, "correct_ja": None, "rouge1": score, "rouge2": score / 2,
-                "rougeL": score, "rougeL_ja": score, "ref_is_ja": True,
-            })
-        mean = sum(scores) / len(scores)
-        results = {
-            "schema_version": 1, "model": model, "bench": "ja-vg-vqa-500", "kind": "vqa", "metric": "rouge-ja",
-            "split": "test", "data_seed": None, "data_source": "fabricated", "config": {"num_beams": 5},
-            "summary": {"n": 4, "rougeL": mean, "rougeL_ja": mean}, "timing": {}, "samples": records,
-            "created": "2024-01-01T00:00:00+00:00", "evovlm_version": "0.1.0",
-        }
-        path = folder / name
-        path.write_text(json.dumps(results, ensure_ascii=False), encoding="utf-8")
-        return path
-
-    return (write("evovlm.json", "zoo:evovlm", 0, [80.0, 60.0, 20.0, 50.0]),
-            write("llava.json", "zoo:vlm", 1, [30.0, 10.0, 70.0, 50.0]))
-
-
-BEST_RECIPE = """\
-method: dare_ties
-base_model: zoo:fixture-base  # not a built model: the layer count comes from the selectors
-target: zoo:fixture-vlm
-seed: 0
-models:
-  - model: zoo:ja
-    weight: {default: 0.5, layers.0-1: 0.75, layers.2-3: 0.25}
-    density: 0.6
-  - model: zoo:math
-    weight: 0.4
-    density: {default: 0.8, embed: 1.0}
-"""
-
-
-def make_run_dir(folder: Path, *, dfs: bool = False) -> Path:
-    """A live-looking run: candidates over 4 generations, a failure, summaries, a torn last line."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text("mode: ps\nseed: 0\nps: {method: dare_ties, group_size: 2}\n", encoding="utf-8")
-    lines = [{"type": "baseline", "model": "zoo:ja", "fitness": 0.20},
-             {"type": "baseline", "model": "zoo:math", "fitness": 0.30}]
-    for generation in range(4):
-        for index in range(5):
-            fitness = 0.2 + 0.05 * generation + 0.01 * index
-            lines.append({"type": "candidate", "generation": generation, "index": index, "fitness": fitness,
-                          "genome": [0.5, 0.5, 0.4], "error": None, "wall_s": 1.5})
-        lines.append({"type": "generation", "generation": generation, "best_fitness": fitness})
-    lines.append({"type": "candidate", "generation": 3, "index": 5, "fitness": None, "error": "RuntimeError: OOM"})
-    lines.append({"type": "validation", "generation": 3, "fitness": 0.33})
-    text = "".join(json.dumps(line) + "\n" for line in lines) + '{"type": "candidate", "generation": 4, "fitn'
-    (folder / "history.jsonl").write_text(text, encoding="utf-8")
-    recipe = BEST_RECIPE + ("dfs: {layers: [0, 1, 1, 2, 3, 3], models: [0, 0, 1, 1, 0, 1]}\n" if dfs else "")
-    (folder / "best_recipe.yaml").write_text(recipe, encoding="utf-8")
-    return folder
 
 
 # -- model list ---------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,49 +13,19 @@ from evovlm.errors import EvoVLMError
 from evovlm.eval import benchmarks
 from evovlm.eval.benchmarks import Benchmark, Sample, list_benchmarks, load_benchmark, register_benchmark
 from evovlm.eval.numparse import parse_number
+from helpers import fake_hf_repo, write_jsonl, write_png, write_tsv
 
-SHARED_MGSM = Path(__file__).resolve().parents[2] / "shared/data/mgsm/mgsm_ja.tsv"
+SHIPPED_MGSM = Path(__file__).resolve().parents[1] / "eval_data/mgsm_ja.tsv"
 
 
 @pytest.fixture
 def no_default_data(tmp_path, monkeypatch):
-    """Hide every default data location: repo eval_data, shared data, env vars, HF cache."""
+    """Hide every default data location: repo eval_data, env vars, HF cache."""
     monkeypatch.setattr(benchmarks, "_REPO_ROOT", tmp_path / "repo")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     for var in ("EVOVLM_MGSM_JA", "EVOVLM_JA_VG_VQA", "EVOVLM_JA_VLM_WILD"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
-
-
-def write_tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
-    path.write_text("".join(f"{q}\t{a}\n" for q, a in rows), encoding="utf-8")
-    return path
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def write_png(path: Path, color=(200, 30, 30)) -> Path:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (24, 16), color).save(path)
-    return path
-
-
-def fake_hf_dataset(cache: Path, repo_id: str, files: dict[str, str]) -> Path:
-    """Lay out a dataset snapshot the way huggingface_hub caches it (refs/main -> snapshots/<sha>)."""
-    repo_dir = cache / f"datasets--{repo_id.replace('/', '--')}"
-    sha = "0" * 40
-    (repo_dir / "refs").mkdir(parents=True)
-    (repo_dir / "refs" / "main").write_text(sha)
-    snapshot = repo_dir / "snapshots" / sha
-    for rel, text in files.items():
-        (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
-        (snapshot / rel).write_text(text, encoding="utf-8")
-    return snapshot
 
 
 def test_registry_lists_paper_benchmarks():
@@ -65,11 +34,12 @@ def test_registry_lists_paper_benchmarks():
         load_benchmark("gsm8k-klingon")
 
 
-@pytest.mark.skipif(not SHARED_MGSM.is_file(), reason="shared MGSM-JA file not present")
-def test_shared_mgsm_file():
+def test_shipped_mgsm_file_is_found_without_data(monkeypatch):
     from evovlm.eval.langid import is_japanese
 
-    bench = load_benchmark("mgsm-ja", path=SHARED_MGSM)
+    monkeypatch.delenv("EVOVLM_MGSM_JA", raising=False)
+    bench = load_benchmark("mgsm-ja")
+    assert Path(bench.source) == SHIPPED_MGSM
     assert (bench.kind, bench.metric, bench.split, len(bench)) == ("math", "mgsm", "test", 250)
     assert all(parse_number(s.reference) is not None for s in bench.samples)
     assert sum(is_japanese(s.question) for s in bench.samples) >= 245
@@ -77,7 +47,7 @@ def test_shared_mgsm_file():
     gen = bench.generation
     assert (gen.template, gen.num_beams, gen.repetition_penalty) == ("ja-alpaca-cot", 1, 1.0)
     assert "Response" in gen.stop_strings
-    assert len(load_benchmark("mgsm-ja", path=SHARED_MGSM, limit=5)) == 5
+    assert len(load_benchmark("mgsm-ja", path=SHIPPED_MGSM, limit=5)) == 5
 
 
 def test_mgsm_tsv_and_jsonl_fixtures(tmp_path):
@@ -118,15 +88,11 @@ def test_mgsm_search_order(no_default_data, monkeypatch):
     with pytest.raises(EvoVLMError) as info:
         load_benchmark("mgsm-ja")
     message = str(info.value)
-    for place in ("$EVOVLM_MGSM_JA", "eval_data/mgsm_ja.tsv", "shared/data/mgsm/mgsm_ja.tsv", "juletxara/mgsm", "--data"):
+    for place in ("$EVOVLM_MGSM_JA", "eval_data/mgsm_ja.tsv", "juletxara/mgsm", "--data"):
         assert place in message
 
-    fake_hf_dataset(tmp / "hf-cache", "juletxara/mgsm", {"mgsm_ja.tsv": "HF?\t1\n"})
+    fake_hf_repo(tmp / "hf-cache", "juletxara/mgsm", {"mgsm_ja.tsv": "HF?\t1\n"})
     assert load_benchmark("mgsm-ja").samples[0].question == "HF?"
-    shared_dir = tmp / "shared/data/mgsm"  # beside the (fake) repo, as ../shared is beside the real one
-    shared_dir.mkdir(parents=True)
-    write_tsv(shared_dir / "mgsm_ja.tsv", [("shared?", "2")])
-    assert load_benchmark("mgsm-ja").samples[0].question == "shared?"
     (tmp / "repo/eval_data").mkdir(parents=True)
     write_tsv(tmp / "repo/eval_data/mgsm_ja.tsv", [("repo?", "3")])
     assert load_benchmark("mgsm-ja").samples[0].question == "repo?"
@@ -195,7 +161,7 @@ def test_vqa_parquet(tmp_path, no_default_data):
         import pyarrow.parquet as pq
     except ImportError:
         # Without pyarrow the HF parquet layout must fail with a clear, actionable message.
-        fake_hf_dataset(no_default_data / "hf-cache", "SakanaAI/JA-VG-VQA-500", {"data/test-00000-of-00001.parquet": ""})
+        fake_hf_repo(no_default_data / "hf-cache", "SakanaAI/JA-VG-VQA-500", {"data/test-00000-of-00001.parquet": ""})
         with pytest.raises(EvoVLMError, match="needs pyarrow"):
             load_benchmark("ja-vg-vqa-500")
         return

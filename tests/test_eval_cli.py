@@ -15,8 +15,7 @@ from evovlm.eval import benchmarks
 from evovlm.eval.benchmarks import load_benchmark
 from evovlm.eval.evaluate import SAMPLE_FIELDS, evaluate
 
-# The tiny-model builders live with the runner tests; tests/ is on sys.path under pytest.
-from test_eval_runners import random_images, tiny_causal_lm, tiny_llava
+from helpers import random_images, tiny_causal_lm, tiny_llava
 
 TOP_LEVEL = {"schema_version", "model", "bench", "kind", "metric", "split", "data_seed", "data_source", "config",
              "summary", "timing", "samples", "created", "evovlm_version"}

@@ -23,7 +23,7 @@ from evovlm.eval.metrics import (
 )
 from evovlm.eval.textnorm import normalize_ja, remove_emoji, tokenize_ja
 
-MGSM_JA = Path(__file__).resolve().parents[2] / "shared/data/mgsm/mgsm_ja.tsv"
+MGSM_JA = Path(__file__).resolve().parents[1] / "eval_data/mgsm_ja.tsv"
 
 # --- normalisation and tokens -----------------------------------------------------
 
@@ -274,8 +274,6 @@ def test_empty_and_mismatched_inputs():
 
 
 def _mgsm_golds() -> list[str]:
-    if not MGSM_JA.is_file():
-        pytest.skip(f"{MGSM_JA} not present")
     rows = [line.split("\t") for line in MGSM_JA.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [row[-1].strip() for row in rows]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 
 import pytest
 import torch
@@ -21,76 +20,7 @@ from evovlm.eval.runners import (
     pick_device_dtype,
     truncate_at_stop,
 )
-
-CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789 .,:?!#\n[]/<>") + [chr(c) for c in range(0x3041, 0x3041 + 80)]
-
-
-def tiny_tokenizer(*, with_pad: bool = True, image_token: bool = False):
-    """Character-level fast tokenizer that prepends BOS, like Llama/Mistral tokenizers."""
-    from tokenizers import Tokenizer, decoders, models, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "<image>": 4}
-    for ch in CHARS:
-        vocab.setdefault(ch, len(vocab))
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    backend.decoder = decoders.Fuse()
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    extra = {"extra_special_tokens": {"image_token": "<image>"}} if image_token else {}
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-        pad_token="<pad>" if with_pad else None, **extra,
-    )
-
-
-def tiny_mistral_config(vocab_size: int):
-    from transformers import MistralConfig
-
-    return MistralConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-        initializer_range=0.1,  # livelier logits than 0.02: fewer near-ties between candidates
-    )
-
-
-def tiny_causal_lm(seed: int = 0):
-    from transformers import MistralForCausalLM
-
-    tokenizer = tiny_tokenizer()
-    torch.manual_seed(seed)
-    return MistralForCausalLM(tiny_mistral_config(len(tokenizer))).eval(), tokenizer
-
-
-def tiny_llava(seed: int = 0):
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-
-    tokenizer = tiny_tokenizer(image_token=True)
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                              image_size=32, patch_size=8)
-    config = LlavaConfig(text_config=tiny_mistral_config(len(tokenizer)), vision_config=vision, image_token_index=4,
-                         vision_feature_layer=-1, vision_feature_select_strategy="default")
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
-                               vision_feature_select_strategy="default", image_token="<image>",
-                               num_additional_image_tokens=1)
-    return model, processor
-
-
-def random_prompts(n: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return ["".join(rng.choice(CHARS[:40]) for _ in range(rng.randint(1, 48))) for _ in range(n)]
-
-
-def random_images(n: int, seed: int = 0):
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    return [Image.fromarray(rng.integers(0, 255, (int(rng.integers(16, 64)), int(rng.integers(16, 64)), 3),
-                                         dtype=np.uint8)) for _ in range(n)]
-
+from helpers import random_images, random_prompts, tiny_causal_lm, tiny_llava, tiny_tokenizer
 
 def one_by_one(model, tokenizer, prompts_: list[str], *, max_new_tokens: int, repetition_penalty: float = 1.0):
     """Reference: plain transformers generate on each prompt alone (no padding at all)."""

@@ -19,8 +19,7 @@ from evovlm.zoo.train import layer_index
 @pytest.fixture(scope="module")
 def quick_zoo(tmp_path_factory):
     out = tmp_path_factory.mktemp("zoo")
-    torch.set_num_threads(1)
-    assert main(["zoo", "build", "--quick", "--quiet", "--out", str(out), "--seed", "3"]) == 0
+    assert main(["zoo", "build", "--quick", "--quiet", "--threads", "1", "--out", str(out), "--seed", "3"]) == 0
     return out
 
 
@@ -58,30 +57,30 @@ def test_experts_move_where_their_profiles_allow(quick_zoo):
 
 
 def test_build_is_deterministic_and_refuses_to_overwrite(quick_zoo, tmp_path, capsys):
-    assert main(["zoo", "build", "--quick", "--quiet", "--out", str(tmp_path), "--seed", "3"]) == 0
+    assert main(["zoo", "build", "--quick", "--quiet", "--threads", "1", "--out", str(tmp_path), "--seed", "3"]) == 0
     for name in ("base", "ja"):
         first = load_file(quick_zoo / name / "model.safetensors")
         second = load_file(tmp_path / name / "model.safetensors")
         assert all(torch.equal(first[k], second[k]) for k in first)
-    assert main(["zoo", "build", "--quick", "--quiet", "--out", str(tmp_path)]) == 2
+    assert main(["zoo", "build", "--quick", "--quiet", "--threads", "1", "--out", str(tmp_path)]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
     # --reuse-base keeps the pretrained base and retrains the rest identically; a base built
     # with another seed is refused
     base_file = tmp_path / "base" / "model.safetensors"
     built_at = base_file.stat().st_mtime_ns
-    assert main(["zoo", "build", "--quick", "--quiet", "--out", str(tmp_path), "--seed", "3",
+    assert main(["zoo", "build", "--quick", "--quiet", "--threads", "1", "--out", str(tmp_path), "--seed", "3",
                  "--reuse-base", "--overwrite"]) == 0
     assert base_file.stat().st_mtime_ns == built_at
     again = load_file(tmp_path / "math" / "model.safetensors")
     assert all(torch.equal(again[k], load_file(quick_zoo / "math" / "model.safetensors")[k]) for k in again)
-    assert main(["zoo", "build", "--quick", "--quiet", "--out", str(tmp_path), "--seed", "4",
+    assert main(["zoo", "build", "--quick", "--quiet", "--threads", "1", "--out", str(tmp_path), "--seed", "4",
                  "--reuse-base", "--overwrite"]) == 2
     assert "--reuse-base" in capsys.readouterr().err
 
     # --only retrains just the named models, to the same weights as a full build
     math_built_at = (tmp_path / "math" / "model.safetensors").stat().st_mtime_ns
-    assert main(["zoo", "build", "--quick", "--quiet", "--out", str(tmp_path), "--seed", "3",
+    assert main(["zoo", "build", "--quick", "--quiet", "--threads", "1", "--out", str(tmp_path), "--seed", "3",
                  "--only", "vlm", "--overwrite"]) == 0
     assert (tmp_path / "math" / "model.safetensors").stat().st_mtime_ns == math_built_at
     vlm = load_file(tmp_path / "vlm" / "model.safetensors")

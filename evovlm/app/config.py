@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 
+from evovlm.arch import is_vlm_config
 from evovlm.errors import EvoVLMError
+from evovlm.io.resolve import hub_id
 from evovlm.io.yamlfile import read_yaml_file
 
 SHIPPED_MODELS = Path(__file__).with_name("models.yaml")
@@ -163,11 +165,7 @@ def _checkpoint_kind(path: Path) -> str | None:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return "vlm" if config.get("model_type") in {"llava", "llava_next"} or "vision_config" in config else "llm"
-
-
-def _looks_like_repo_id(ref: str) -> bool:
-    return ref.count("/") == 1 and not ref.startswith((".", "/", "~", "zoo:")) and not Path(ref).exists()
+    return "vlm" if is_vlm_config(config) else "llm"
 
 
 def check_model(entry: ModelEntry, *, allow_download: bool = False) -> Availability:
@@ -179,7 +177,7 @@ def check_model(entry: ModelEntry, *, allow_download: bool = False) -> Availabil
     except EvoVLMError as exc:
         reason = str(exc)
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-        if allow_download and not offline and _looks_like_repo_id(entry.ref):
+        if allow_download and not offline and hub_id(entry.ref):
             return Availability(ok=True, kind=entry.kind, reason="not cached: downloaded on first use",
                                 downloadable=True)
         return Availability(ok=False, reason=reason)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from evovlm.errors import EvoVLMError
+from evovlm.errors import EvoVLMError, option
 from evovlm.eval import prompts
 from evovlm.eval.runners import GenerationSettings
 
@@ -131,7 +131,7 @@ def load_benchmark(
     if key not in _REGISTRY:
         raise EvoVLMError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(list_benchmarks())}")
     if limit is not None and limit < 1:
-        raise EvoVLMError(f"--limit must be a positive number of samples, got {limit}")
+        raise EvoVLMError(f"{option('limit')} must be a positive number of samples, got {limit}")
     loader = _REGISTRY[key][0]
     bench = loader(split=split, data_seed=data_seed, path=None if path is None else str(path), limit=limit)
     if not bench.samples:
@@ -144,7 +144,7 @@ def load_benchmark(
 
 def _fixed_dataset_checks(name: str, data_seed: int | None) -> None:
     if data_seed is not None:
-        raise EvoVLMError(f"{name} is a fixed dataset: --data-seed only applies to synthetic benchmarks")
+        raise EvoVLMError(f"{name} is a fixed dataset: {option('data_seed')} only applies to synthetic benchmarks")
 
 
 def _hf_snapshot(repo_id: str) -> Path | None:
@@ -184,7 +184,7 @@ def _read_parquet_rows(path: Path, needed: list[list[str]]) -> list[dict]:
     except ImportError:
         raise EvoVLMError(
             f"reading {path} needs pyarrow, which is not installed: `pip install pyarrow`, "
-            "or convert the data to JSONL (+ image files) and pass it with --data"
+            f"or convert the data to JSONL (+ image files) and pass it with {option('data')}"
         ) from None
     try:
         parquet = pq.ParquetFile(path)
@@ -207,7 +207,7 @@ def _require(row: dict, column: str, where: str) -> Any:
 
 def _single_split(name: str, path: Path, split: str | None) -> str:
     if split not in (None, "test"):
-        raise EvoVLMError(f"{name}: {path} holds a single split (test); --split {split} cannot be served from it")
+        raise EvoVLMError(f"{name}: {path} holds a single split (test); {option('split')} {split} cannot be served from it")
     return "test"
 
 
@@ -261,10 +261,13 @@ def _check_answer(answer: str, where: str, parse_number: Callable[[str], float |
 
 
 def mgsm_search_paths() -> list[Path]:
-    """Local places tried, in order, when no --data is given (the HF cache comes after)."""
-    paths = [_REPO_ROOT / "eval_data" / "mgsm_ja.tsv", _REPO_ROOT.parent / "shared" / "data" / "mgsm" / "mgsm_ja.tsv"]
+    """Local places tried, in order, when no --data is given (the HF cache comes after).
+
+    ``eval_data/mgsm_ja.tsv`` ships with the repository (MGSM is CC BY 4.0), so a clone
+    anywhere finds it; ``$EVOVLM_MGSM_JA`` overrides it.
+    """
     env = os.environ.get(MGSM_ENV)
-    return ([Path(env).expanduser()] if env else []) + paths
+    return ([Path(env).expanduser()] if env else []) + [_REPO_ROOT / "eval_data" / "mgsm_ja.tsv"]
 
 
 def _mgsm_from_hf(split: str) -> Path | None:
@@ -298,7 +301,7 @@ def load_mgsm_ja(*, split: str | None = None, data_seed: int | None = None, path
             tried = ([] if env else [f"${MGSM_ENV} (unset)"]) + [str(p) for p in mgsm_search_paths()]
             raise EvoVLMError(
                 f"MGSM-JA ({split}) data not found. Looked in: {'; '.join(tried)}; and the local Hugging Face "
-                f"cache ({_hf_cache_dir()}) for dataset {MGSM_REPO} (config ja). Provide it with --data FILE "
+                f"cache ({_hf_cache_dir()}) for dataset {MGSM_REPO} (config ja). Provide it with {option('data')} FILE "
                 f"(url-nlp's mgsm_ja.tsv: `question<TAB>answer`, or JSONL with question/answer), set ${MGSM_ENV}, "
                 f"or put mgsm_ja.tsv in {_REPO_ROOT / 'eval_data'}."
             )
@@ -380,7 +383,7 @@ def _vqa_loader(name: str, repo_id: str, env_var: str) -> BenchmarkLoader:
             if target is None:
                 raise EvoVLMError(
                     f"{name} data not found. Looked in: ${env_var} (unset); {local_dir}; and the local Hugging Face "
-                    f"cache ({_hf_cache_dir()}) for dataset {repo_id}. Provide it with --data (a JSONL file with "
+                    f"cache ({_hf_cache_dir()}) for dataset {repo_id}. Provide it with {option('data')} (a JSONL file with "
                     "image/question/answer and the image files, a directory with <split>.jsonl, or the dataset's "
                     f"parquet files), set ${env_var}, or download {repo_id} on a machine with network access "
                     f"(`hf download {repo_id} --repo-type dataset`)."

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from evovlm.errors import EvoVLMError
+from evovlm.errors import EvoVLMError, option
 from evovlm.eval import prompts
 
 DTYPES: dict[str, torch.dtype] = {
@@ -28,7 +28,6 @@ DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16,
 }
-VLM_MODEL_TYPES = {"llava", "llava_next"}
 
 
 @dataclass(frozen=True)
@@ -73,12 +72,12 @@ def pick_device_dtype(device: str | None = None, dtype: str | None = None) -> tu
     try:
         dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     except RuntimeError as exc:
-        raise EvoVLMError(f"bad --device {device!r}: {exc}") from None
+        raise EvoVLMError(f"bad {option('device')} {device!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EvoVLMError(f"--device {device} requested but CUDA is not available on this machine")
+        raise EvoVLMError(f"{option('device')} {device} requested but CUDA is not available on this machine")
     if dtype:
         if dtype not in DTYPES:
-            raise EvoVLMError(f"unknown --dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+            raise EvoVLMError(f"unknown {option('dtype')} {dtype!r}: use one of {', '.join(DTYPES)}")
         return dev, DTYPES[dtype]
     if dev.type == "cuda":
         return dev, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -87,10 +86,10 @@ def pick_device_dtype(device: str | None = None, dtype: str | None = None) -> tu
 
 def is_vlm_dir(path: str | Path) -> bool:
     """True when the checkpoint's config.json describes a Llava-family VLM."""
+    from evovlm.arch import is_vlm_config
     from evovlm.io.checkpoint import read_model_config
 
-    config = read_model_config(path)
-    return config.get("model_type") in VLM_MODEL_TYPES or "vision_config" in config
+    return is_vlm_config(read_model_config(path))
 
 
 class _RepetitionPenalty:
@@ -195,7 +194,7 @@ class BaseRunner:
         progress: bool = True,
     ) -> list[str]:
         """Generate a response for each fully rendered prompt; results follow the input order."""
-        from tqdm.auto import tqdm
+        from evovlm.progress import progress_bar
 
         settings = settings.validated()
         if not prompts:
@@ -205,7 +204,7 @@ class BaseRunner:
         lengths = self._token_lengths(prompts, add_special_tokens)
         order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # longest first: OOM shows up at once
         outputs: list[str] = [""] * len(prompts)
-        bar = tqdm(total=len(prompts), desc=f"generate ({self.kind})", disable=not progress, leave=False)
+        bar = progress_bar(total=len(prompts), desc=f"generate ({self.kind})", disable=not progress, leave=False)
         for start in range(0, len(order), settings.batch_size):
             chunk = order[start:start + settings.batch_size]
             batch_images = [images[i] for i in chunk] if images is not None else None

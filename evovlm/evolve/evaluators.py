@@ -177,7 +177,7 @@ class _ModelEvaluator(Evaluator):
 
     def score(self, role: str, genes: np.ndarray) -> tuple[float, dict | None, str | None]:
         if role not in self._scorers:
-            self._scorers[role] = make_scorer(self.spec.fitness_for(role))
+            self._scorers[role] = make_scorer(self.spec.fitness_for(role), role)
         return self._scorers[role](self.runner)
 
 
@@ -227,10 +227,14 @@ def load_causal_lm(ref: str, device: Any, dtype: Any):
 
 
 # -- scorers ---------------------------------------------------------------------------------
-def load_fitness_benchmark(fitness: FitnessConfig):
-    """The benchmark a fitness section names (importing the modules that register it first)."""
+def load_fitness_benchmark(fitness: FitnessConfig, section: str = "fitness"):
+    """The benchmark a fitness section names (importing the modules that register it first).
+
+    Errors name the config's keys (``fitness.data_seed``), not command-line options.
+    """
     import importlib
 
+    from evovlm.errors import option_style
     from evovlm.eval.benchmarks import list_benchmarks, load_benchmark
 
     for module in fitness.imports:
@@ -244,11 +248,12 @@ def load_fitness_benchmark(fitness: FitnessConfig):
             importlib.import_module("evovlm.zoo")
         except ImportError:
             pass
-    return load_benchmark(name, split=fitness.split, data_seed=fitness.data_seed, path=fitness.data,
-                          limit=fitness.limit)
+    with option_style(lambda key: f"{section}.{key}"):
+        return load_benchmark(name, split=fitness.split, data_seed=fitness.data_seed, path=fitness.data,
+                              limit=fitness.limit)
 
 
-def make_scorer(fitness: FitnessConfig):
+def make_scorer(fitness: FitnessConfig, section: str = "fitness"):
     """``scorer(runner) -> (fitness, summary, metric)`` for one fitness section."""
     if fitness.kind == "callable":
         function = import_callable(fitness.callable, "callable")
@@ -260,7 +265,7 @@ def make_scorer(fitness: FitnessConfig):
     if fitness.kind != "benchmark":
         raise FatalEvaluationError("a synthetic objective cannot score a model")
     try:
-        bench = load_fitness_benchmark(fitness)
+        bench = load_fitness_benchmark(fitness, section)
     except EvoVLMError as exc:  # every candidate would fail on it
         raise FatalEvaluationError(str(exc)) from None
     metric = fitness.metric or DEFAULT_METRIC.get(bench.metric, "acc_ja")

@@ -11,6 +11,7 @@ import yaml
 
 from evovlm import __version__
 from evovlm.evolve.history import History
+from evovlm.merge.card import front_matter
 
 
 def plot_fitness(history: History, path: Path, title: str) -> Path | None:
@@ -100,7 +101,7 @@ def evolution_section(config: Any, stage: str, result: dict) -> str:
 def dfs_card(config: Any, model: Any, model_a: str, model_b: str, result: dict) -> str:
     """Model card of a DFS checkpoint: sources, the path with its scales, how to load it."""
     dfs = model.config
-    lines = ["---", "library_name: transformers", "tags: [merge, evovlm, evovlm-dfs]", "---",
+    lines = [*front_matter([model_a, model_b], "text-generation", ["merge", "evovlm", "evovlm-dfs"]),
              "# Data-flow-space merged model (EvoVLM DFS)", "",
              f"An `{dfs.model_type}` model: a path of {len(dfs.dfs_path)} decoder-layer runs through "
              f"{dfs.num_stored_layers} distinct layers of two {dfs.base_model_type} models, each stored once.", "",

@@ -87,7 +87,7 @@ def _preflight(config: EvolveConfig) -> None:
     for name in ("fitness", "validation", "test"):
         section = getattr(config, name)
         if section is not None and section.kind == "benchmark":
-            load_fitness_benchmark(section)
+            load_fitness_benchmark(section, name)
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:

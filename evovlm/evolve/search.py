@@ -101,7 +101,7 @@ def choose_best(history: History, generations: int, use_validation: bool) -> Bes
 def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, *, progress: bool = True,
                label: str = "", on_generation: Callable[[History, Best | None], None] | None = None) -> SearchResult:
     """Run (or resume) the search of one stage in ``stage_dir``; returns the best candidate."""
-    from tqdm.auto import tqdm
+    from evovlm.progress import progress_bar
 
     config = spec.config
     opt_config, budget = config.optimizer_for(spec.stage), config.budget_for(spec.stage)
@@ -124,8 +124,8 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
         keep_states = None if genome.size <= 1000 else 5
     _close_told_generations(history, optimizer.generation)
 
-    outer = tqdm(total=total, initial=min(optimizer.generation, total), desc=f"{label}generations",
-                 unit="gen", disable=not progress, position=0)
+    outer = progress_bar(total=total, initial=min(optimizer.generation, total), desc=f"{label}generations",
+                         unit="gen", disable=not progress, position=0)
     try:
         for generation in range(optimizer.generation, total):
             started = time.perf_counter()
@@ -141,8 +141,8 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
                                       "what the saved optimiser state asks: the history and the state disagree "
                                       "(was the config or the seed changed?)")
             todo = [Task(generation, i, "fitness", genomes[i].tolist()) for i in range(len(genomes)) if i not in done]
-            inner = tqdm(total=len(genomes), initial=len(done), desc=f"{label}generation {generation}", unit="cand",
-                         leave=False, disable=not progress, position=1)
+            inner = progress_bar(total=len(genomes), initial=len(done), desc=f"{label}generation {generation}",
+                                 unit="cand", leave=False, disable=not progress, position=1)
             for outcome in backend.run(todo):
                 if outcome.fatal:
                     raise EvoVLMError(outcome.error or "evaluation failed")

@@ -16,7 +16,21 @@ ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo" / "models"
 
 def _is_repo_id(ref: str) -> bool:
     """HF repo ids are ``owner/name``: one slash, no leading ``.``, ``/`` or ``~``."""
-    return ref.count("/") == 1 and not ref.startswith((".", "/", "~")) and " " not in ref
+    return ref.count("/") == 1 and not ref.startswith((".", "/", "~", ZOO_PREFIX)) and " " not in ref
+
+
+def hub_id(ref: str | os.PathLike) -> str | None:
+    """The Hugging Face repo id ``ref`` names, or None for a local directory or ``zoo:NAME``.
+
+    A directory inside the HF cache (``.../models--owner--name/snapshots/REV``) names its repo.
+    """
+    ref_str = str(ref)
+    if _is_repo_id(ref_str) and not Path(ref_str).expanduser().exists():
+        return ref_str
+    parts = Path(ref_str).parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3][len("models--"):].replace("--", "/", 1)
+    return None
 
 
 def resolve_model_path(ref: str | os.PathLike) -> Path:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Iterable
 
 from evovlm import __version__
+from evovlm.arch import is_vlm_config
+from evovlm.io.resolve import hub_id
 from evovlm.merge.methods import METHODS
 
 if TYPE_CHECKING:
@@ -12,13 +15,23 @@ if TYPE_CHECKING:
     from evovlm.merge.recipe import Recipe
 
 
+def front_matter(sources: Iterable[str], pipeline_tag: str, tags: Iterable[str]) -> list[str]:
+    """The card's YAML header. The Hub builds its model tree from ``base_model`` (repo ids only:
+    local folders and ``zoo:`` models have no page there) with ``base_model_relation: merge``."""
+    hub_ids = list(dict.fromkeys(i for i in map(hub_id, sources) if i))
+    lines = ["---", "library_name: transformers", f"pipeline_tag: {pipeline_tag}",
+             f"tags: [{', '.join(tags)}]"]
+    if hub_ids:
+        lines += ["base_model:", *(f"- {json.dumps(i)}" for i in hub_ids), "base_model_relation: merge"]
+    return lines + ["---"]
+
+
 def model_card(recipe: "Recipe", job: "MergeJob") -> str:
     method = METHODS[recipe.method]
+    vlm = is_vlm_config(job.target.checkpoint.config)
+    sources = [job.target.ref] + ([job.base.ref] if job.base else []) + [spec.model for spec in recipe.models]
     lines = [
-        "---",
-        "library_name: transformers",
-        "tags: [merge, evovlm]",
-        "---",
+        *front_matter(sources, "image-text-to-text" if vlm else "text-generation", ["merge", "evovlm"]),
         f"# Merged model ({recipe.method})",
         "",
         f"Created with EvoVLM {__version__} using **{recipe.method}**: {method.summary}.",

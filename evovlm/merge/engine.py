@@ -17,10 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import torch
-from tqdm import tqdm
 
 from evovlm.arch import (KeyLayout, architecture_of, check_supported, detect_layout, is_vocab_tensor, layer_group,
                          text_config)
@@ -29,6 +28,10 @@ from evovlm.io.checkpoint import Checkpoint
 from evovlm.merge.methods import get_method
 from evovlm.merge.recipe import Recipe
 from evovlm.merge.sparsify import tensor_seed
+from evovlm.progress import progress_bar
+
+if TYPE_CHECKING:
+    from evovlm.io.writer import TensorSpec
 
 # Files copied from the target so the output loads with its tokenizer/processor.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -134,7 +137,7 @@ class MergeJob:
                     raise EvoVLMError(f"architecture mismatch at {canonical}: {other.ref} has shape {tuple(shape)}, "
                                       f"target {self.target.ref} has {tuple(target_shape)}")
 
-    def output_layout(self, out_dtype: torch.dtype | None = None) -> list["TensorSpec"]:
+    def output_layout(self, out_dtype: torch.dtype | None = None) -> list[TensorSpec]:
         """Name, shape and dtype of every tensor :meth:`merged_tensors` will yield, in order."""
         from evovlm.io.writer import TensorSpec
 
@@ -165,7 +168,7 @@ class MergeJob:
             merged = torch.empty(target_tensor.shape, dtype=out_dtype or target_tensor.dtype)
             return merge_tensor(self.recipe, canonical, base, sources, target_tensor, out=merged)
 
-        bar = tqdm(total=len(keys), desc="merging", unit="tensor", disable=not progress)
+        bar = progress_bar(total=len(keys), desc="merging", unit="tensor", disable=not progress)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, _threads_per_worker(workers):
             # map() keeps the order; at most `workers` tensors are in flight at once.
             window = max(1, workers)
@@ -256,7 +259,7 @@ def merge_into_module(module: torch.nn.Module, recipe: Recipe, resident: Residen
     state = module.state_dict(keep_vars=True)
     layout = detect_layout(state.keys(), where="module")
     written = 0
-    for native, parameter in tqdm(state.items(), desc="re-merging", disable=not progress):
+    for native, parameter in progress_bar(state.items(), desc="re-merging", disable=not progress):
         canonical = layout.to_canonical(native)
         if canonical is None or canonical not in resident.sources[0] or not parameter.is_floating_point():
             continue

@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable
 from dataclasses import replace
 
-from evovlm.errors import EvoVLMError
+from evovlm.errors import EvoVLMError, option
 from evovlm.eval.benchmarks import Benchmark, Sample, register_benchmark
 from evovlm.eval.runners import GenerationSettings
 from evovlm.zoo import scenes, world
@@ -125,12 +125,13 @@ def load_zoo(name: str, *, split: str | None = None, data_seed: int | None = Non
              limit: int | None = None) -> Benchmark:
     draw, kind, settings = _DRAWS[name]
     if path is not None:
-        raise EvoVLMError(f"{name} is generated, not read from a file: drop --data (use --data-seed for fresh problems)")
+        raise EvoVLMError(f"{name} is generated, not read from a file: drop {option('data')} (use {option('data_seed')} "
+                          "for fresh problems)")
     if data_seed is not None:
         if split not in (None, "fresh"):
-            raise EvoVLMError(f"--data-seed draws a fresh set; it cannot be combined with --split {split}")
+            raise EvoVLMError(f"{option('data_seed')} draws a fresh set; it cannot be combined with {option('split')} {split}")
         if data_seed < 0:
-            raise EvoVLMError(f"--data-seed must be a non-negative integer, got {data_seed}")
+            raise EvoVLMError(f"{option('data_seed')} must be a non-negative integer, got {data_seed}")
         seen = {key for rows in _standard_splits(name).values() for key, _ in rows}
         rows = _draw_unique(draw, random.Random(f"{name}:fresh:{data_seed}"), limit or _FRESH_DRAWS, seen)
         split = "fresh"

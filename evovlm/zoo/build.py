@@ -274,12 +274,20 @@ def build_zoo(out_dir: str | Path, *, seed: int = 0, settings: ZooSettings | Non
     is trained from the base alone with its own seeded data, so building one gives the same
     weights as building all.
     """
-    from evovlm.zoo.benchmarks import reserved_questions
-
     settings = settings or ZooSettings()
+    threads = torch.get_num_threads()
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    out_dir = Path(out_dir)
+    try:
+        return _build(Path(out_dir), seed, settings, progress, models)
+    finally:  # the caller's thread count, not the build's, once it returns
+        torch.set_num_threads(threads)
+
+
+def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
+           models: Collection[str]) -> dict[str, Path]:
+    from evovlm.zoo.benchmarks import reserved_questions
+
     tokenizer = zoo_tokenizer()
     report = BuildReport(seed=seed, settings=asdict(settings))
     if settings.vlm_ja_work not in ("count", "all"):

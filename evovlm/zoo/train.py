@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from evovlm.progress import progress_bar
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
@@ -100,7 +100,7 @@ def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, ste
     model.train()
     optimizer = torch.optim.AdamW(param_groups(model, lr, profile, weight_decay), betas=(0.9, 0.98))
     losses: list[float] = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=2.0)
+    bar = progress_bar(range(steps), desc=desc, disable=not progress, mininterval=2.0)
     for step in bar:
         factor = _lr_factor(step, steps, warmup)
         for group in optimizer.param_groups:

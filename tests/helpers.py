@@ -1,0 +1,210 @@
+"""Helpers shared by several test files: tiny models built in memory, fabricated results files,
+run directories and data files, and a fake Hugging Face cache.
+
+A module of its own (pyproject's pytest ``pythonpath`` puts tests/ on sys.path), so that no test
+file imports another and the suite runs under any ``--import-mode``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+import zlib
+from pathlib import Path
+
+import torch
+
+
+TINY = Path(__file__).resolve().parent.parent / "examples" / "tiny"
+
+
+# -- fabricated inputs (shared with test_app_e2e.py) -------------------------------------------------
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height (a decompression bomb's shape) with almost no data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def make_results(folder: Path) -> tuple[Path, Path]:
+    """Two VQA results files (schema of evovlm.eval.evaluate) over the same 4 samples with images."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = [("赤いりんご", "赤いりんごです", "りんご"), ("青い空", "空は青い", "海です"),
+               ("白い犬", "犬がいます", "白い犬がいます"), ("黄色い花", "花", "花")]
+    for i, colour in enumerate(["red", "blue", "white", "yellow"]):
+        Image.new("RGB", (48, 32), colour).save(folder / f"img{i}.png")
+
+    def write(name: str, model: str, which: int, scores: list[float]) -> Path:
+        records = []
+        for i, ((ref, resp_a, resp_b), score) in enumerate(zip(samples, scores)):
+            records.append({
+                "index": i, "id": f"q{i}", "question": f"画像{i}には何がありますか？", "reference": ref,
+                "response": (resp_a, resp_b)[which], "image": str(folder / f"img{i}.png"), "is_ja": True,
+                "extracted": None, "correct": None, "correct_ja": None, "rouge1": score, "rouge2": score / 2,
+                "rougeL": score, "rougeL_ja": score, "ref_is_ja": True,
+            })
+        mean = sum(scores) / len(scores)
+        results = {
+            "schema_version": 1, "model": model, "bench": "ja-vg-vqa-500", "kind": "vqa", "metric": "rouge-ja",
+            "split": "test", "data_seed": None, "data_source": "fabricated", "config": {"num_beams": 5},
+            "summary": {"n": 4, "rougeL": mean, "rougeL_ja": mean}, "timing": {}, "samples": records,
+            "created": "2024-01-01T00:00:00+00:00", "evovlm_version": "0.1.0",
+        }
+        path = folder / name
+        path.write_text(json.dumps(results, ensure_ascii=False), encoding="utf-8")
+        return path
+
+    return (write("evovlm.json", "zoo:evovlm", 0, [80.0, 60.0, 20.0, 50.0]),
+            write("llava.json", "zoo:vlm", 1, [30.0, 10.0, 70.0, 50.0]))
+
+
+BEST_RECIPE = """\
+method: dare_ties
+base_model: zoo:fixture-base  # not a built model: the layer count comes from the selectors
+target: zoo:fixture-vlm
+seed: 0
+models:
+  - model: zoo:ja
+    weight: {default: 0.5, layers.0-1: 0.75, layers.2-3: 0.25}
+    density: 0.6
+  - model: zoo:math
+    weight: 0.4
+    density: {default: 0.8, embed: 1.0}
+"""
+
+
+def make_run_dir(folder: Path, *, dfs: bool = False) -> Path:
+    """A live-looking run: candidates over 4 generations, a failure, summaries, a torn last line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text("mode: ps\nseed: 0\nps: {method: dare_ties, group_size: 2}\n", encoding="utf-8")
+    lines = [{"type": "baseline", "model": "zoo:ja", "fitness": 0.20},
+             {"type": "baseline", "model": "zoo:math", "fitness": 0.30}]
+    for generation in range(4):
+        for index in range(5):
+            fitness = 0.2 + 0.05 * generation + 0.01 * index
+            lines.append({"type": "candidate", "generation": generation, "index": index, "fitness": fitness,
+                          "genome": [0.5, 0.5, 0.4], "error": None, "wall_s": 1.5})
+        lines.append({"type": "generation", "generation": generation, "best_fitness": fitness})
+    lines.append({"type": "candidate", "generation": 3, "index": 5, "fitness": None, "error": "RuntimeError: OOM"})
+    lines.append({"type": "validation", "generation": 3, "fitness": 0.33})
+    text = "".join(json.dumps(line) + "\n" for line in lines) + '{"type": "candidate", "generation": 4, "fitn'
+    (folder / "history.jsonl").write_text(text, encoding="utf-8")
+    recipe = BEST_RECIPE + ("dfs: {layers: [0, 1, 1, 2, 3, 3], models: [0, 0, 1, 1, 0, 1]}\n" if dfs else "")
+    (folder / "best_recipe.yaml").write_text(recipe, encoding="utf-8")
+    return folder
+
+
+# -- tiny models in memory -----------------------------------------------------------------
+
+CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789 .,:?!#\n[]/<>") + [chr(c) for c in range(0x3041, 0x3041 + 80)]
+
+
+def tiny_tokenizer(*, with_pad: bool = True, image_token: bool = False):
+    """Character-level fast tokenizer that prepends BOS, like Llama/Mistral tokenizers."""
+    from tokenizers import Tokenizer, decoders, models, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "<image>": 4}
+    for ch in CHARS:
+        vocab.setdefault(ch, len(vocab))
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.decoder = decoders.Fuse()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    extra = {"extra_special_tokens": {"image_token": "<image>"}} if image_token else {}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        pad_token="<pad>" if with_pad else None, **extra,
+    )
+
+
+def tiny_mistral_config(vocab_size: int):
+    from transformers import MistralConfig
+
+    return MistralConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        initializer_range=0.1,  # livelier logits than 0.02: fewer near-ties between candidates
+    )
+
+
+def tiny_causal_lm(seed: int = 0):
+    from transformers import MistralForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    return MistralForCausalLM(tiny_mistral_config(len(tokenizer))).eval(), tokenizer
+
+
+def tiny_llava(seed: int = 0):
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    tokenizer = tiny_tokenizer(image_token=True)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                              image_size=32, patch_size=8)
+    config = LlavaConfig(text_config=tiny_mistral_config(len(tokenizer)), vision_config=vision, image_token_index=4,
+                         vision_feature_layer=-1, vision_feature_select_strategy="default")
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                               vision_feature_select_strategy="default", image_token="<image>",
+                               num_additional_image_tokens=1)
+    return model, processor
+
+
+def random_prompts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(CHARS[:40]) for _ in range(rng.randint(1, 48))) for _ in range(n)]
+
+
+def random_images(n: int, seed: int = 0):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 255, (int(rng.integers(16, 64)), int(rng.integers(16, 64)), 3),
+                                         dtype=np.uint8)) for _ in range(n)]
+
+
+# -- data files and a fake HF cache ------------------------------------------------------------
+
+def write_tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(f"{q}\t{a}\n" for q, a in rows), encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_png(path: Path, color=(200, 30, 30)) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (24, 16), color).save(path)
+    return path
+
+
+def fake_hf_repo(cache: Path, repo_id: str, files: dict[str, str], kind: str = "datasets") -> Path:
+    """Lay out a snapshot the way huggingface_hub caches it (refs/main -> snapshots/<sha>).
+
+    ``kind`` is ``datasets`` or ``models``; ``files`` maps relative paths to text.
+    """
+    repo_dir = cache / f"{kind}--{repo_id.replace('/', '--')}"
+    sha = "0" * 40
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(sha)
+    snapshot = repo_dir / "snapshots" / sha
+    for rel, text in files.items():
+        (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / rel).write_text(text, encoding="utf-8")
+    return snapshot
