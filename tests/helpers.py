@@ -208,3 +208,31 @@ def fake_hf_repo(cache: Path, repo_id: str, files: dict[str, str], kind: str = "
         (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
         (snapshot / rel).write_text(text, encoding="utf-8")
     return snapshot
+
+
+# -- a synthetic objective that stops a run at a known point -------------------------------------------
+
+SPHERE_TARGET = [0.2, 0.8, 0.35, 0.65, 0.7, 0.25]
+BLOCK_ENV = "EVOVLM_TEST_BLOCK"  # "N:FILE": the call after the N-th writes FILE, then hangs until killed
+_calls = 0
+
+
+def sphere_blocking(genes) -> float:
+    """-sum((genes - SPHERE_TARGET)^2), the built-in sphere; with $EVOVLM_TEST_BLOCK set, a process that
+    has scored N candidates writes FILE and hangs in the next one, so a test can kill -9 it mid-generation
+    without racing the clock."""
+    import os
+    import time
+
+    import numpy as np
+
+    global _calls
+    block = os.environ.get(BLOCK_ENV)
+    if block:
+        count, _, marker = block.partition(":")
+        if _calls == int(count):
+            Path(marker).write_text("blocked\n", encoding="utf-8")
+            while True:
+                time.sleep(60)
+    _calls += 1
+    return -float(np.sum((np.asarray(genes, dtype=float) - np.asarray(SPHERE_TARGET)) ** 2))

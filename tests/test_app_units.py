@@ -161,6 +161,7 @@ def test_cache_loads_each_model_once_under_concurrency():
     gate.set()
     for t in threads:
         t.join(5)
+    assert not any(t.is_alive() for t in threads), "a request is stuck in the cache (deadlock)"
     assert loads == ["m"]
 
 

@@ -261,6 +261,18 @@ def test_mean_and_ci():
         mean_and_ci([])
 
 
+def test_bootstrap_interval_equals_the_binomial_quantiles_by_hand():
+    # One right answer in four. A resample's mean is 25 * K with K ~ Binomial(4, 1/4):
+    # P(K <= 0) = 81/256 = .316, P(K <= 1) = 189/256 = .738, P(K <= 2) = 243/256 = .949, P(K <= 3) = 255/256 = .996.
+    # 95%: the 2.5th percentile is 0 (.316 > .025), the 97.5th is 75 (.949 < .975 <= .996).
+    # 80%: the 10th percentile is 0, the 90th is 50 (.738 < .90 <= .949).
+    values = [0.0, 0.0, 0.0, 100.0]
+    for seed in (0, 1):
+        assert mean_and_ci(values, seed=seed, n_resamples=100_000) == {"mean": 25.0, "ci_low": 0.0, "ci_high": 75.0}
+        assert mean_and_ci(values, seed=seed, n_resamples=100_000, confidence=0.8) == {
+            "mean": 25.0, "ci_low": 0.0, "ci_high": 50.0}
+
+
 def test_empty_and_mismatched_inputs():
     with pytest.raises(EvoVLMError, match="nothing to score"):
         score_rouge_ja([], [])

@@ -25,10 +25,11 @@ from evovlm.cli import main
 from evovlm.errors import EvoVLMError
 from evovlm.evolve.history import History
 from evovlm.evolve.runs import run_evolution
+from helpers import BLOCK_ENV, SPHERE_TARGET
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "tiny"
-TARGET = [0.2, 0.8, 0.35, 0.65, 0.7, 0.25]
+TARGET = SPHERE_TARGET
 
 
 def config(generations: int = 4, **extra) -> dict:
@@ -197,25 +198,23 @@ def test_worker_pool_gives_the_serial_result(tmp_path):
 
 
 def test_kill_9_then_resume_from_the_cli(tmp_path):
-    data = config(3, fitness={"synthetic": "sphere", "target": TARGET, "sleep_s": 0.02})
+    # the objective hangs in its 13th call (candidate 3 of generation 1, population 9) until the kill
+    data = config(3, fitness={"synthetic": "helpers:sphere_blocking"})
     reference = run_evolution(data, tmp_path / "reference")
     config_path = tmp_path / "evolve.yaml"
     config_path.write_text(yaml.safe_dump(data))
-    run = tmp_path / "run"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    run, marker = tmp_path / "run", tmp_path / "blocked"
+    path = [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)), **{BLOCK_ENV: f"12:{marker}"})
     process = subprocess.Popen([sys.executable, "-m", "evovlm.cli", "evolve", str(config_path), "--out", str(run),
                                 "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline and process.poll() is None:
-        history = run / "history.jsonl"
-        if history.exists() and history.read_text().count('"type": "candidate"') >= 12:  # into generation 1
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, process.stderr.read().decode()
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and not marker.exists():
+        time.sleep(0.05)
+    assert marker.exists() and process.poll() is None, process.stderr.read().decode()
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done_before = len(candidates(run))
-    assert 12 <= done_before < 3 * 9
+    assert len(candidates(run)) == 12
     assert main(["evolve", "--resume", str(run), "--quiet"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best"] == reference["best"]

@@ -768,10 +768,8 @@ def test_a_target_missing_a_language_tensor_is_refused(family, tmp_path):
 def test_a_target_with_fewer_vocab_rows_than_all_participants(family, tmp_path):
     recipe = recipe_from_dict({"method": "task_arithmetic", "base_model": str(family["llava"]),
                                "target": str(family["ja"]), "models": [{"model": str(family["llava-next"])}]})
-    try:
-        out = merge_checkpoints(recipe, tmp_path / "merged", progress=False)
-    except EvoVLMError:
-        return  # a clear refusal would be acceptable too
+    # the rows every participant has are merged; the output keeps the target's (smaller) row count
+    out = merge_checkpoints(recipe, tmp_path / "merged", progress=False)
     merged, base, source = tensors(out), tensors(family["llava"]), tensors(family["llava-next"])
     for canonical in VOCAB:
         assert merged[canonical].shape == (LLM_ROWS, 32)

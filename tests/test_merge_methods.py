@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import numpy as np
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,11 +24,9 @@ from evovlm.merge.sparsify import (KEEP_ALL, KEEP_NONE, bf16_delta_cut, dare_kee
 
 
 def _isolated(fn):
-    """Call a merge method on private copies of its inputs.
-
-    The methods currently modify fp32 inputs in place (see
-    test_methods_do_not_modify_their_inputs), so every hand-computed test goes through this.
-    """
+    """Call a merge method on private copies of its inputs, so that one hand-computed case cannot
+    leak into the next even if a method wrote into its inputs (test_methods_do_not_modify_their_inputs
+    checks that none does)."""
     def call(base, sources, *args, **kwargs):
         return fn(None if base is None else base.clone(), [s.clone() for s in sources], *args, **kwargs)
     return call
@@ -281,9 +280,21 @@ def test_all_zero_deltas_give_the_base_without_nan(name, normalize):
 # DARE
 # --------------------------------------------------------------------------------------
 
+def reference_keep_mask(numel: int, density: float, seed: int) -> torch.Tensor:
+    """The documented DARE mask, written independently of sparsify.py with Python integers.
+
+    PCG64(seed) gives 64-bit words; each word holds four 16-bit draws, low bits first; entry i is
+    kept when its draw is below round(density * 65536) (the keep probability in 1/65536 steps).
+    """
+    words = np.random.PCG64(seed).random_raw((numel + 3) // 4)
+    draws = [(int(word) >> (16 * lane)) & 0xFFFF for word in words for lane in range(4)][:numel]
+    threshold = round(density * 65536)
+    return torch.tensor([draw < threshold for draw in draws], dtype=torch.bool)
+
+
 # The keep-masks are a pure function of (numel, density, seed); these two are used below.
-MASK_SEED3 = [False, False, True, True, False, True, False, True]  # dare_keep_mask(8, 0.5, 3)
-MASK_SEED11 = [False, True, False, True, True, False, False, True]  # dare_keep_mask(8, 0.5, 11)
+MASK_SEED3 = [False, False, True, True, False, True, False, True]  # reference_keep_mask(8, 0.5, 3)
+MASK_SEED11 = [False, True, False, True, True, False, False, True]  # reference_keep_mask(8, 0.5, 11)
 def BASE8() -> torch.Tensor:
     return torch.ones(8)
 
@@ -297,8 +308,16 @@ def D2() -> torch.Tensor:
 
 
 def test_dare_masks_used_below_are_stable():
+    assert reference_keep_mask(8, 0.5, 3).tolist() == MASK_SEED3
+    assert reference_keep_mask(8, 0.5, 11).tolist() == MASK_SEED11
     assert dare_keep_mask(8, 0.5, 3).tolist() == MASK_SEED3
     assert dare_keep_mask(8, 0.5, 11).tolist() == MASK_SEED11
+
+
+@pytest.mark.parametrize("numel", [1, 3, 4, 5, 1001])
+@pytest.mark.parametrize("density", [0.0, 1 / 65536, 0.3, 0.5, 0.999, 1.0])
+def test_dare_keep_mask_equals_the_independent_reference(numel, density):
+    assert torch.equal(dare_keep_mask(numel, density, seed=77), reference_keep_mask(numel, density, 77))
 
 
 def test_dare_linear_hand_computed():
@@ -419,7 +438,7 @@ def test_dare_matches_a_dense_reference_across_chunks(name, small_chunks):
     numel = 4 * small_chunks + 777
     base, sources = _random_case(numel, 2, seed=2)
     weights, densities, seeds = [0.8, 0.5], [0.3, 0.6], [11, 12]
-    kept = [dare_keep_mask(numel, d, s).double() for d, s in zip(densities, seeds)]
+    kept = [reference_keep_mask(numel, d, s).double() for d, s in zip(densities, seeds)]
     expected = _reference_gta(base, sources, weights, kept, [1 / d for d in densities], name == "dare_ties",
                               False, 1.0)
     torch.testing.assert_close(FNS[name](base, sources, weights, densities, seeds=seeds), expected,
@@ -624,23 +643,17 @@ def test_the_default_chunk_size_is_used_for_large_tensors():
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["task_arithmetic", "ties", "dare_linear", "dare_ties"])
-def test_methods_do_not_modify_their_inputs(name):
-    base = T(1, 1, 1, 1)
-    sources = [T(2, 0, 1, 3), T(1, 3, 0, 1)]
-    METHODS[name].fn(base, sources, [1.0, 0.5], [1.0, 1.0], seeds=[1, 2])
-    assert torch.equal(base, T(1, 1, 1, 1))
-    assert torch.equal(sources[0], T(2, 0, 1, 3))
-    assert torch.equal(sources[1], T(1, 3, 0, 1))
-
-
-def test_methods_do_not_modify_bf16_inputs():
-    base = T(1, 1, 1, 1).bfloat16()
-    sources = [T(2, 0, 1, 3).bfloat16(), T(1, 3, 0, 1).bfloat16()]
-    for name in ("task_arithmetic", "ties", "dare_linear", "dare_ties", "linear"):
-        METHODS[name].fn(base, sources, [1.0, 0.5], [1.0, 1.0], seeds=[1, 2])
-    assert torch.equal(base, T(1, 1, 1, 1).bfloat16())
-    assert torch.equal(sources[0], T(2, 0, 1, 3).bfloat16())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", ["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties"])
+def test_methods_do_not_modify_their_inputs(name, dtype, small_chunks):
+    # density 0.5: trimming and DARE masking really run; more entries than one chunk
+    base, sources = _random_case(3 * small_chunks + 5, 3, seed=8)
+    base, sources = base.to(dtype), [s.to(dtype) for s in sources]
+    before = [base.clone()] + [s.clone() for s in sources]
+    merged = METHODS[name].fn(base, sources, [1.0, 0.5, 0.7], [0.5, 0.5, 0.5], seeds=[1, 2, 3])
+    assert not torch.equal(merged.to(dtype), base)  # something was merged
+    for original, now in zip(before, [base, *sources]):
+        assert torch.equal(original, now)
 
 
 def test_ties_selection_keeps_small_agreeing_values_exact():

@@ -177,9 +177,13 @@ def check_model(entry: ModelEntry, *, allow_download: bool = False) -> Availabil
     except EvoVLMError as exc:
         reason = str(exc)
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-        if allow_download and not offline and hub_id(entry.ref):
-            return Availability(ok=True, kind=entry.kind, reason="not cached: downloaded on first use",
-                                downloadable=True)
+        if hub_id(entry.ref):
+            if allow_download and not offline:
+                return Availability(ok=True, kind=entry.kind, reason="not cached: downloaded on first use",
+                                    downloadable=True)
+            reason += (" The demo fetches it on first use only when started with --download (or "
+                       "EVOVLM_APP_DOWNLOAD=1) and HF_HUB_OFFLINE unset." if not allow_download else
+                       " --download is on, but HF_HUB_OFFLINE is set: unset it to fetch models.")
         return Availability(ok=False, reason=reason)
     except Exception as exc:  # a broken cache entry must not stop the app
         return Availability(ok=False, reason=f"{type(exc).__name__}: {exc}")

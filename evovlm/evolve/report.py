@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import yaml
 
 from evovlm import __version__
 from evovlm.evolve.history import History
+from evovlm.io.atomic import write_atomic
 from evovlm.merge.card import front_matter
 
 
@@ -50,15 +50,12 @@ def plot_fitness(history: History, path: Path, title: str) -> Path | None:
     axis.grid(alpha=0.3)
     axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    image = io.BytesIO()
     try:
-        figure.savefig(tmp)
-        os.replace(tmp, path)
+        figure.savefig(image, format="png")
     finally:
         plt.close(figure)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return write_atomic(path, image.getvalue())
 
 
 def best_file_text(stage: str, best: Any, described: dict, metric: str | None) -> str:

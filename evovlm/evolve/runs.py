@@ -21,7 +21,6 @@ from __future__ import annotations
 import fcntl
 import json
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,8 +31,8 @@ from evovlm.evolve.config import EvolveConfig, config_from_dict, load_config, wi
 from evovlm.evolve.evaluators import StageSpec, Task, load_causal_lm, make_genome
 from evovlm.evolve.history import History
 from evovlm.evolve.report import best_file_text, dfs_card, evolution_section, plot_fitness
-from evovlm.io.atomic import write_atomic
 from evovlm.evolve.search import Best, run_search
+from evovlm.io.atomic import make_temp_dir, write_atomic
 
 CONFIG_NAME = "config.yaml"
 BEST_FILE = {"ps": "best_recipe.yaml", "dfs": "best_dfs.yaml"}
@@ -189,7 +188,7 @@ def _save_dfs_model(config: EvolveConfig, genome: Any, best: Best, stage_dir: Pa
     candidate = genome.decode(best.genome)
     model = EvoDFSForCausalLM.from_models(model_a, model_b, list(candidate.path), list(candidate.scales)).pruned()
     final = stage_dir / "model"
-    tmp = Path(tempfile.mkdtemp(prefix=".model.partial-", dir=stage_dir))
+    tmp = make_temp_dir(stage_dir, ".model.partial-")
     try:
         model.save_pretrained(tmp)
         source = resolve_model_path(dfs.model_a)

@@ -1,4 +1,8 @@
-"""Atomic small-file writes: readers see the old file or the new one, never half of one."""
+"""Atomic writes: readers see the old file (or folder) or the new one, never half of one.
+
+Temporary files and folders come from ``tempfile`` (0600 / 0700); what is renamed into place gets
+the permissions a plain ``open`` or ``mkdir`` would give, 0666 / 0777 less the umask.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +21,22 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
             handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new hidden folder in ``parent`` to fill and then rename into place, with umask permissions."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def _umask() -> int:
+    umask = os.umask(0)  # the only way to read it is to set it
+    os.umask(umask)
+    return umask

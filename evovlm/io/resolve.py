@@ -72,6 +72,6 @@ def _from_hf_cache(repo_id: str) -> Path:
     except Exception as exc:  # LocalEntryNotFoundError, HFValidationError, ...
         raise EvoVLMError(
             f"{repo_id!r} is neither a local directory nor in the local Hugging Face cache ({HF_HUB_CACHE}). "
-            "EvoVLM never downloads at run time: fetch it first on a machine with network access "
+            "EvoVLM reads models from disk only: fetch it first on a machine with network access "
             f"(`hf download {repo_id}`) or pass a local directory. ({type(exc).__name__})"
         ) from None

@@ -22,7 +22,6 @@ import os
 import shutil
 import struct
 import sys
-import tempfile
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Sequence
 import torch
 
 from evovlm.errors import EvoVLMError
+from evovlm.io.atomic import make_temp_dir
 from evovlm.io.checkpoint import SAFETENSORS_DTYPES
 
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
@@ -135,7 +135,7 @@ class ShardedCheckpointWriter:
     def __enter__(self) -> "ShardedCheckpointWriter":
         try:
             self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.partial-", dir=self.out_dir.parent))
+            self.tmp_dir = make_temp_dir(self.out_dir.parent, f".{self.out_dir.name}.partial-")
         except OSError as exc:
             raise EvoVLMError(f"cannot create the output folder {self.out_dir}: {exc.strerror or exc}") from None
         return self
