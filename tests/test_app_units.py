@@ -79,8 +79,11 @@ def test_download_on_first_use_only_when_allowed_and_online(tmp_path, monkeypatc
     assert not registry.status("gone-vlm").ok  # zoo names are never downloadable
     assert "download on first use" in {row[3] for row in registry.table()}
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert not Registry(config, allow_download=True).status("real-llm").ok
-    assert not Registry(config).status("real-llm").ok
+    offline = Registry(config, allow_download=True).status("real-llm")
+    assert not offline.ok and "HF_HUB_OFFLINE is set" in offline.reason
+    default = Registry(config).status("real-llm")  # the default: never fetched; the reason says how to opt in
+    assert not default.ok and "--download" in default.reason and "EVOVLM_APP_DOWNLOAD=1" in default.reason
+    assert "--download" not in Registry(config).status("gone-vlm").reason  # a zoo model cannot be fetched
 
 
 def test_no_model_available_still_gives_a_selection(tmp_path):

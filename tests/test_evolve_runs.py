@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -85,11 +86,20 @@ def test_benchmark_fitness_into_a_vlm_language_tower_with_test_rescore(tmp_path)
 
 def test_ps_plus_dfs_hybrid_builds_a_loadable_dfs_model(tmp_path):
     run = tmp_path / "run"
-    summary = run_evolution({"mode": "ps+dfs", "seed": 3, "ps": ps_section(budget={"generations": 1}),
-                             "dfs": {"model_a": "ps", "model_b": str(TINY / "math"), "repeats": 2,
-                                     "budget": {"generations": 2}, "optimizer": {"population": 6}},
-                             "optimizer": {"population": 4}, "fitness": {"callable": logit_margin},
-                             "runtime": QUIET}, run)
+    umask = os.umask(0o022)
+    try:
+        summary = run_evolution({"mode": "ps+dfs", "seed": 3, "ps": ps_section(budget={"generations": 1}),
+                                 "dfs": {"model_a": "ps", "model_b": str(TINY / "math"), "repeats": 2,
+                                         "budget": {"generations": 2}, "optimizer": {"population": 6}},
+                                 "optimizer": {"population": 4}, "fitness": {"callable": logit_margin},
+                                 "runtime": {**QUIET, "plot": True}}, run)
+    finally:
+        os.umask(umask)
+    # the run folder, both models and the plots get the umask's permissions, not tempfile's 0700/0600
+    modes = {path.relative_to(run).as_posix(): stat.S_IMODE(path.stat().st_mode) for path in run.rglob("*")}
+    assert {"ps/model", "dfs/model", "dfs/fitness.png", "dfs/model/README.md"} <= set(modes)
+    assert {name: mode for name, mode in modes.items()
+            if mode != (0o755 if (run / name).is_dir() else 0o644)} == {}
     ps, dfs = summary["stages"]["ps"], summary["stages"]["dfs"]
     assert ps["model_dir"] == str(run / "ps" / "model") and ps["trials"] == 4
     assert dfs["trials"] == 2 * 6 + 1 and summary["model_dir"] == str(run / "dfs" / "model")

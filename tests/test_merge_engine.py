@@ -10,6 +10,7 @@ import filecmp
 import json
 import os
 import shutil
+import stat
 import threading
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from evovlm.io.checkpoint import Checkpoint
 from evovlm.merge import engine
 from evovlm.merge.engine import ResidentSources, merge_checkpoints, merge_into_module
 from evovlm.merge.recipe import load_recipe, recipe_from_dict
+from helpers import fake_hf_repo
 
 LLM_ROWS, VLM_ROWS = 308, 316  # the tiny tokenizer's vocabulary, and the VLMs' 8 extra rows
 Q0 = "model.layers.0.self_attn.q_proj.weight"
@@ -795,3 +797,52 @@ def test_saved_recipe_reproduces_the_merge(family, tmp_path, capsys):
     again = merge_checkpoints(saved, tmp_path / "again", progress=False)
     assert filecmp.cmp(out / "model.safetensors", again / "model.safetensors", shallow=False)
     assert "dare_ties" in (out / "README.md").read_text()
+
+
+# --------------------------------------------------------------------------------------
+# What a newcomer sees in the output folder
+# --------------------------------------------------------------------------------------
+
+def test_outputs_get_the_umask_permissions(family, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        out = merge_checkpoints(recipe_from_dict(ta_recipe(family, family["llava"])), tmp_path / "merged",
+                                progress=False)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in out.iterdir()}
+    assert modes and set(modes.values()) == {0o644}, modes
+
+
+def _front_matter(card: Path) -> dict:
+    text = card.read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def test_model_card_front_matter_builds_the_hub_model_tree(family, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    for repo_id, name in (("tests-org/tiny-base", "base"), ("tests-org/tiny-llava", "llava")):
+        files = {p.name: "" for p in family[name].iterdir()}
+        snapshot = fake_hf_repo(cache, repo_id, files, kind="models")
+        for path in family[name].iterdir():
+            shutil.copy2(path, snapshot / path.name)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    vlm_recipe = {"method": "task_arithmetic", "base_model": "tests-org/tiny-base", "target": "tests-org/tiny-llava",
+                  "models": [{"model": "tests-org/tiny-llava", "weight": 1.0},
+                             {"model": str(family["ja"]), "weight": 0.5}]}  # a local folder has no Hub page
+    out = merge_checkpoints(recipe_from_dict(vlm_recipe), tmp_path / "vlm", progress=False)
+    meta = _front_matter(out / "README.md")
+    assert meta["base_model"] == ["tests-org/tiny-llava", "tests-org/tiny-base"]
+    assert meta["base_model_relation"] == "merge" and meta["pipeline_tag"] == "image-text-to-text"
+    assert meta["library_name"] == "transformers" and "merge" in meta["tags"]
+
+    lm_recipe = {"method": "ties", "base_model": str(family["base"]),
+                 "models": [{"model": str(family["ja"]), "weight": 0.5, "density": 0.5},
+                            {"model": str(family["math"]), "weight": 0.5, "density": 0.5}]}
+    meta = _front_matter(merge_checkpoints(recipe_from_dict(lm_recipe), tmp_path / "lm", progress=False) / "README.md")
+    assert meta["pipeline_tag"] == "text-generation" and "base_model" not in meta  # local sources only

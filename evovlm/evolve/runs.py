@@ -32,7 +32,7 @@ from evovlm.evolve.evaluators import StageSpec, Task, load_causal_lm, make_genom
 from evovlm.evolve.history import History
 from evovlm.evolve.report import best_file_text, dfs_card, evolution_section, plot_fitness
 from evovlm.evolve.search import Best, run_search
-from evovlm.io.atomic import make_temp_dir, write_atomic
+from evovlm.io.atomic import make_temp_dir, umask_permissions, write_atomic
 
 CONFIG_NAME = "config.yaml"
 BEST_FILE = {"ps": "best_recipe.yaml", "dfs": "best_dfs.yaml"}
@@ -196,6 +196,7 @@ def _save_dfs_model(config: EvolveConfig, genome: Any, best: Best, stage_dir: Pa
             if (source / name).is_file() and not (tmp / name).exists():
                 shutil.copy2(source / name, tmp / name)
         (tmp / "README.md").write_text(dfs_card(config, model, dfs.model_a, dfs.model_b, result), encoding="utf-8")
+        umask_permissions(tmp)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

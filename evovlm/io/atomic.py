@@ -36,6 +36,17 @@ def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
     return tmp
 
 
+def umask_permissions(folder: str | os.PathLike) -> None:
+    """Give ``folder`` and everything in it the umask's permissions.
+
+    safetensors (0.8) writes its files 0600, so a ``save_pretrained`` output would be private.
+    """
+    umask = _umask()
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def _umask() -> int:
     umask = os.umask(0)  # the only way to read it is to set it
     os.umask(umask)

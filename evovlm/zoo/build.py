@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from evovlm.errors import EvoVLMError
+from evovlm.io.atomic import umask_permissions
 from evovlm.zoo import MODELS, scenes, world
 from evovlm.zoo.train import packed_batches, qa_batches, train_loop
 
@@ -370,8 +371,7 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
              settings.inner, True),
             ("output blocks", vqa("output", "vlm-output"), settings.vlm_output_steps, settings.finetune_lr,
              settings.outer, False)], anchor=untrained_vlm)
-        vlm.save_pretrained(paths["vlm"])
-        processor.save_pretrained(paths["vlm"])
+        _save(vlm, processor, paths["vlm"])
     (out_dir / "build.json").write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
     return paths
 
@@ -382,8 +382,10 @@ def _pretraining_settings(settings: ZooSettings) -> dict:
 
 
 def _save(model, tokenizer, path: Path) -> None:
+    """``tokenizer`` is the VLM's processor for the VLM."""
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    umask_permissions(path)
 
 
 def _reload(path: Path):

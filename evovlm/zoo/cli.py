@@ -56,10 +56,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.zoo_command == "report":
-        return _report(args)
-    if args.zoo_command == "evolve":
-        return _evolve(args)
+    return {"build": _build, "evolve": _evolve, "report": _report}[args.zoo_command](args)
+
+
+def _build(args: argparse.Namespace) -> int:
     from evovlm.zoo.build import ZooSettings, build_zoo
 
     out = args.out or DEFAULT_OUT
