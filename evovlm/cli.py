@@ -25,8 +25,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors read like every other error: one line, ``evovlm SUBCOMMAND: error: ...``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evovlm", description="Evolutionary model merging toolkit.")
+    parser = _Parser(prog="evovlm", description="Evolutionary model merging toolkit.")
     parser.add_argument("--version", action="version", version=f"evovlm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
@@ -44,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has printed: its code, not an exit
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     if not getattr(args, "_run", None):
         parser.print_help()
         return 1

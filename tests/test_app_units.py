@@ -268,10 +268,12 @@ def test_merge_streams_isolates_a_failing_column():
 
     def bad():
         yield "x"
-        raise RuntimeError("boom")
+        raise RuntimeError("boom in /srv/secret/model.py")
 
     updates = list(merge_streams([good, bad], ["", ""]))
-    assert updates[-1][0] == "あい" and "RuntimeError: boom" in updates[-1][1]
+    # the failing column says so; the visitor sees neither the exception's type nor its message (paths)
+    assert updates[-1][0] == "あい" and updates[-1][1].startswith("⚠") and "server log" in updates[-1][1]
+    assert "RuntimeError" not in updates[-1][1] and "/srv/secret" not in updates[-1][1]
 
 
 # -- case studies ----------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ FLAG_OWNERS = {
     "evovlm/eval/cli_eval.py": ["eval"], "evovlm/eval/cli_score.py": ["score"], "evovlm/eval/evaluate.py": ["eval"],
     "evovlm/evolve/cli.py": ["evolve"], "evovlm/evolve/runs.py": ["evolve"], "evovlm/evolve/search.py": ["evolve"],
     "evovlm/evolve/backends.py": ["evolve"], "evovlm/merge/cli.py": ["merge"], "evovlm/io/writer.py": ["merge"],
-    "evovlm/io/checkpoint.py": ["merge"], "evovlm/zoo/build.py": ["zoo build"], "evovlm/zoo/evolution.py": ["zoo evolve"],
+"evovlm/zoo/build.py": ["zoo build"], "evovlm/zoo/evolution.py": ["zoo evolve"],
     # one module, several subcommands: by the function that raises
     "evovlm/zoo/cli.py": {"_build": ["zoo build"], "_evolve": ["zoo evolve"], "_report": ["zoo report"]},
 }

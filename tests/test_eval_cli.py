@@ -124,7 +124,7 @@ def test_eval_bad_input(case, lm_dir, mgsm_tsv, tmp_path, capsys, monkeypatch):
     args = {"--model": lm_dir, "--bench": "mgsm-ja", "--data": mgsm_tsv, "--out": out}
     expected = {
         "missing-model": "does not exist", "missing-data": "does not exist", "unknown-bench": "known benchmarks:",
-        "limit-0": "--limit must be a positive", "bad-template": "unknown prompt template",
+        "limit-0": "argument --limit: must be at least 1, got 0", "bad-template": "unknown prompt template",
         "searched-data": "Looked in",
     }[case]
     extra: list[str] = []

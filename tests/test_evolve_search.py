@@ -60,7 +60,7 @@ def test_cma_finds_the_known_optimum_and_writes_the_run(tmp_path):
     assert records[0]["genome"] != records[1]["genome"]
     first = History(run / "history.jsonl").of_type("generation")[0]
     assert first["population"] == population and first["failed"] == 0
-    assert sorted(p.name for p in (run / "state").iterdir()) == [f"gen-{g:04d}.pkl" for g in range(30)]
+    assert sorted(p.name for p in (run / "state").iterdir()) == [f"gen-{g:04d}.safetensors" for g in range(30)]
     best_recipe = yaml.safe_load((run / "best_recipe.yaml").read_text())
     assert [m["weight"] for m in best_recipe["models"]] == pytest.approx(best[::2].tolist())
     resolved = yaml.safe_load((run / "config.yaml").read_text())
@@ -130,7 +130,8 @@ def test_a_generation_where_everything_fails_stops_the_run_and_resume_retries(tm
     assert summary["stages"]["ps"]["failed"] == 0 and summary["stages"]["ps"]["trials"] == 27
     retried = History(tmp_path / "run" / "history.jsonl").candidates(0)
     assert all(r["fitness"] is not None for r in retried.values())
-    assert sorted(p.name for p in (tmp_path / "run" / "state").iterdir()) == ["gen-0001.pkl", "gen-0002.pkl"]
+    states = sorted(p.name for p in (tmp_path / "run" / "state").iterdir())
+    assert states == ["gen-0001.safetensors", "gen-0002.safetensors"]
 
 
 class Crash(BaseException):
@@ -155,7 +156,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
     with pytest.raises(Crash):
         run_evolution(config(6, fitness={"synthetic": crashing}), run)
     assert len(candidates(run)) == 9 * 3 + 3
-    assert sorted(p.name for p in (run / "state").iterdir())[-1] == "gen-0002.pkl"
+    assert sorted(p.name for p in (run / "state").iterdir())[-1] == "gen-0002.safetensors"
     with open(run / "history.jsonl", "a") as handle:
         handle.write('{"type": "candidate", "generation": 3, "ind')  # a line torn by the crash
     CALLS.update(n=0, crash_at=None)
@@ -219,3 +220,26 @@ def test_kill_9_then_resume_from_the_cli(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best"] == reference["best"]
     assert len(candidates(run)) == 3 * 9
+
+
+@pytest.mark.parametrize("name", ["cma", "sep_cma"])
+def test_a_saved_optimiser_asks_exactly_what_the_original_asks(name, tmp_path):
+    from evovlm.evolve.config import OptimizerConfig
+    from evovlm.evolve.optimizer import Optimizer
+
+    def sphere(genes):
+        return float(np.sum((genes - np.asarray(TARGET)) ** 2))
+
+    original = Optimizer.create(OptimizerConfig(name=name), np.full(6, 0.5), seed=11)
+    for _ in range(3):
+        genomes = original.ask_generation()
+        original.tell(genomes, [sphere(g) for g in genomes])
+    original.save(tmp_path / "gen-0002.safetensors")
+    restored = Optimizer.load(tmp_path / "gen-0002.safetensors")
+    assert (restored.generation, restored.population_size, restored.name) == (3, original.population_size, name)
+    for _ in range(3):  # bit for bit, through asks, tells and covariance updates
+        asked, again = original.ask_generation(), restored.ask_generation()
+        assert all(np.array_equal(a, b) for a, b in zip(asked, again))
+        original.tell(asked, [sphere(g) for g in asked])
+        restored.tell(again, [sphere(g) for g in again])
+    assert np.array_equal(original.mean, restored.mean)

@@ -569,7 +569,7 @@ def test_cli_usage_errors(family, tmp_path, capsys):
     code, _, err = run_cli(capsys, str(config))
     assert code == 2 and "--out DIR is required" in err
     code, _, err = run_cli(capsys, str(config), "--out", str(tmp_path / "o"), "--workers", "0")
-    assert code == 2 and "--workers must be at least 1" in err
+    assert code == 2 and "argument --workers: must be at least 1, got 0" in err
     code, _, err = run_cli(capsys, str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o"))
     assert code == 2 and "does not exist" in err and "Traceback" not in err
     code, _, err = run_cli(capsys, str(config), "--out", str(tmp_path / "o"), "--shard-size", "lots")
@@ -605,11 +605,17 @@ def test_existing_output_needs_overwrite_and_overwrite_replaces_it(family, tmp_p
     with pytest.raises(EvoVLMError, match="already exists"):
         merge_checkpoints(load_recipe(config), out, progress=False)
 
+    # --overwrite replaces an earlier merge output only, never a folder of the user's own files
     code, _, err = run_cli(capsys, str(config), "--out", str(out), "--overwrite", "--quiet")
+    assert code == 2 and "not an evovlm output" in err and "nothing was deleted" in err
+    assert sorted(os.listdir(out)) == ["precious.txt"] and (out / "precious.txt").read_text() == "keep me"
+    merged = tmp_path / "merged"
+    assert run_cli(capsys, str(config), "--out", str(merged), "--quiet")[0] == 0
+    first = (merged / "model.safetensors").stat().st_ino
+    code, _, err = run_cli(capsys, str(config), "--out", str(merged), "--overwrite", "--quiet", "--seed", "3")
     assert code == 0, err
-    assert not (out / "precious.txt").exists()
-    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
+    assert (merged / "model.safetensors").stat().st_ino != first and "seed: 3" in (merged / "evovlm_recipe.yaml").read_text()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".out.", ".merged."))] == []
 
     # an existing but empty directory is fine without --overwrite
     empty = tmp_path / "empty"
@@ -652,10 +658,11 @@ def test_failure_midway_with_overwrite_keeps_the_old_output(family, tmp_path, mo
     out = tmp_path / "merged"
     out.mkdir()
     (out / "old.txt").write_text("old")
+    (out / "evovlm_recipe.yaml").write_text("method: linear\n")  # an earlier merge output
     _fail_on_call(monkeypatch, 5, RuntimeError("boom"))
     with pytest.raises(RuntimeError, match="boom"):
         merge_checkpoints(recipe_from_dict(ta_recipe(family, family["llava"])), out, overwrite=True, progress=False)
-    assert sorted(os.listdir(out)) == ["old.txt"]
+    assert sorted(os.listdir(out)) == ["evovlm_recipe.yaml", "old.txt"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".merged.")] == []
 
 

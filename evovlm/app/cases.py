@@ -68,8 +68,8 @@ def read_results(path: str | os.PathLike) -> Results:
     path = Path(path)
     try:
         stat = path.stat()
-    except OSError:
-        raise UserError(f"結果ファイルが見つかりません。Results file not found: {path.name}") from None
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
+        raise UserError(f"結果ファイルが見つかりません。Results file not found: {path.name!r}") from None
     key = (str(path), stat.st_mtime, stat.st_size)
     with _cache_lock:
         if key in _cache:
@@ -79,16 +79,20 @@ def read_results(path: str | os.PathLike) -> Results:
         raise UserError(f"{path.name} is too large ({stat.st_size / 1e6:.0f} MB).")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path.name} is not a results JSON file ({type(exc).__name__}).") from None
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        raise UserError(f"{path.name} is not a results JSON file.") from None
+    except RecursionError:
+        raise UserError(f"{path.name} is nested too deeply to be a results file.") from None
     if not isinstance(data, dict) or not isinstance(data.get("samples"), list):
         raise UserError(f"{path.name} is not an `evovlm eval` results file (no 'samples' list).")
     if data.get("schema_version", 1) != 1:
         raise UserError(f"{path.name}: results schema version {data.get('schema_version')} is not supported (expected 1).")
     samples = [s for s in data["samples"] if isinstance(s, dict)]
     metric = str(data.get("metric") or _guess_metric(samples))
-    results = Results(path=str(path), model=str(data.get("model", path.stem)), bench=str(data.get("bench", "?")),
-                      metric=metric, summary=data.get("summary") or {}, samples=samples)
+    summary = data.get("summary")
+    results = Results(path=str(path), model=str(data.get("model", path.stem))[:200],
+                      bench=str(data.get("bench", "?"))[:200], metric=metric,
+                      summary=summary if isinstance(summary, dict) else {}, samples=samples)
     with _cache_lock:
         _cache[key] = results
         while len(_cache) > 16:
@@ -137,8 +141,10 @@ def pair(a: Results, b: Results | None, metric: str) -> list[Case]:
         other = b_samples.get(key) if b else None
         if b is not None and other is None:
             continue  # not answered by B: nothing to compare
+        index = sample.get("index", position)
         cases.append(Case(
-            key=key, index=int(sample.get("index", position)), id=str(sample.get("id", key)),
+            key=key, index=index if isinstance(index, int) and not isinstance(index, bool) else position,
+            id=str(sample.get("id", key)),
             question=str(sample.get("question") or ""), reference=str(sample.get("reference") or ""),
             image=sample.get("image"), a=sample, b=other,
             score_a=_score(sample, metric), score_b=_score(other, metric) if other else None,

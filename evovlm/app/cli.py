@@ -13,6 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
+from evovlm.argtypes import count
 from evovlm.errors import EvoVLMError
 
 
@@ -24,11 +25,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", metavar="FILE",
                         help="models YAML (default: $EVOVLM_APP_MODELS, else the shipped evovlm/app/models.yaml)")
     parser.add_argument("--host", help="address to bind (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT, else the first free from 7860)")
-    parser.add_argument("--max-models", type=int, metavar="N", help="models kept loaded (default: the YAML's cache.max_resident)")
-    parser.add_argument("--concurrency", type=int, metavar="N",
+    parser.add_argument("--port", type=count(1, 65535), help="port (default: $GRADIO_SERVER_PORT, else the first free from 7860)")
+    parser.add_argument("--max-models", type=count(1), metavar="N", help="models kept loaded (default: the YAML's cache.max_resident)")
+    parser.add_argument("--concurrency", type=count(1), metavar="N",
                         help="generation requests run at once (default: 2 on a GPU, else cores/2, at least 1)")
-    parser.add_argument("--queue-size", type=int, default=64, help="requests waiting before new ones are turned away")
+    parser.add_argument("--queue-size", type=count(1), default=64, help="requests waiting before new ones are turned away")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bf16/fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--runs-dir", action="append", default=[], metavar="DIR",

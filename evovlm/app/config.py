@@ -31,6 +31,8 @@ class Limits:
     max_beams: int = 8
     max_question_chars: int = 2000
     max_turns: int = 8
+    max_prompt_chars: int = 8000    # the whole chat prompt: older turns are dropped to fit
+    max_prompt_tokens: int = 4096   # and in tokens (also at most the model's context less the new tokens)
     max_image_side: int = 2048
     max_image_pixels: int = 50_000_000
 

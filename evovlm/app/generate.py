@@ -9,6 +9,7 @@ transformers, so with beams > 1 the runner's own batched ``generate`` produces t
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -140,6 +141,20 @@ def vqa_prompt(runner: Any, question: str, template: str) -> Prompt:
             return Prompt(text, add_special_tokens=False)
     text = runner.render([question], template, with_image=True)[0]
     return Prompt(text, add_special_tokens=True, stop_strings=turn_stops(template))
+
+
+def bounded_prompt(runner: Any, prompt: Prompt, decoding: Decoding, limits: Limits) -> Prompt:
+    """``prompt`` if its tokens fit ``limits.max_prompt_tokens`` and the model's context, else a UserError."""
+    config = getattr(runner.model, "config", None)
+    context = getattr(getattr(config, "text_config", None) or config, "max_position_embeddings", None)
+    limit = limits.max_prompt_tokens
+    if isinstance(context, int) and context > 0:
+        limit = min(limit, max(1, context - decoding.max_new_tokens))
+    tokens = len(runner.tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens)["input_ids"])
+    if tokens > limit:
+        raise UserError(f"会話が長すぎます。The prompt is too long for {runner.name} ({tokens} tokens; at most {limit} "
+                        "here). Clear the chat or ask a shorter question.")
+    return prompt
 
 
 def chat_prompt(runner: Any, messages: Sequence[dict], template: str) -> Prompt:
@@ -369,6 +384,11 @@ def merge_streams(streams: Sequence[Callable[[], Iterator[str]]], initial: Seque
 
 
 def format_error(exc: BaseException) -> str:
+    """A column's error for the visitor: a user error says what to fix; anything else is logged on the
+    server and shown without its type or message (which can hold server paths)."""
     if isinstance(exc, (UserError, EvoVLMError)):
         return f"⚠ {exc}"
-    return f"⚠ エラー / error: {type(exc).__name__}: {exc}"
+    logging.getLogger("evovlm.app").error("generation failed", exc_info=exc)
+    if "out of memory" in str(exc).lower():
+        return "⚠ メモリ不足です。The model ran out of memory on this input; try fewer beams or new tokens."
+    return "⚠ エラー / error: the model failed on this input (the details are in the server log)."

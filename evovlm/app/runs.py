@@ -26,6 +26,7 @@ BEST_RECIPE_NAMES = ("best_recipe.yaml", "best_recipe.yml", "best.yaml", "best.y
 BASELINE_FILES = ("baselines.json", "sources.json", "source_scores.json", "scores.json", "baselines.yaml")
 DFS_KEYS = ("dfs", "layer_path", "dfs_path", "path")
 FINAL_MODEL_DIRS = ("final", "model", "final_model", "merged", "best_model")
+MAX_FILE_BYTES = 16 * 2**20  # a recipe, config or baselines file; histories are read line by line
 
 
 @dataclass
@@ -92,11 +93,33 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _read_yaml(path: Path) -> Any:
+def _inside(run: "Run", path: Path) -> bool:
+    """A regular file that really lies in the run folder: a symlink such as
+    ``best_recipe.yaml -> /etc/passwd`` is not followed out of it."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return path.is_file() and path.resolve().is_relative_to(run.path.resolve())
+    except (OSError, RuntimeError, ValueError):  # symlink loops, NUL bytes
+        return False
+
+
+def _read_text(run: "Run", path: Path) -> str | None:
+    if not _inside(run, path) or path.stat().st_size > MAX_FILE_BYTES:
         return None
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def _parse_yaml(text: str | None) -> Any:
+    try:
+        return None if text is None else yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError, ValueError):
+        return None
+
+
+def _read_yaml(run: "Run", path: Path) -> Any:
+    return _parse_yaml(_read_text(run, path))
 
 
 def _find_key(data: Any, keys: tuple[str, ...], depth: int = 3) -> Any:
@@ -118,12 +141,12 @@ def read_run(path: str | Path) -> Run:
     path = Path(path)
     run = Run(path=path)
     history = path / HISTORY
-    if history.is_file():
+    if _inside(run, history):
         run.updated_s_ago = max(0.0, time.time() - history.stat().st_mtime)
         with history.open(encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 _add_line(run, line)
-    config = _read_yaml(path / "config.yaml")
+    config = _read_yaml(run, path / "config.yaml")
     run.config = config if isinstance(config, dict) else {}
     direction = _find_key(run.config, ("direction", "optimize", "goal"))
     if str(direction).lower() in ("min", "minimize", "minimise") or _find_key(run.config, ("maximize",)) is False:
@@ -144,8 +167,8 @@ def _add_line(run: Run, line: str) -> None:
         return
     try:
         record = json.loads(line)
-    except json.JSONDecodeError:
-        run.skipped_lines += 1  # e.g. the half-written last line of a live run
+    except (ValueError, RecursionError):  # the half-written last line of a live run, or junk
+        run.skipped_lines += 1
         return
     if not isinstance(record, dict):
         run.skipped_lines += 1
@@ -193,16 +216,16 @@ def _read_recipe(run: Run) -> None:
     candidates = [run.path / n for n in BEST_RECIPE_NAMES]
     candidates += sorted(p for p in run.path.glob("*best*.y*ml") if p not in candidates)
     for path in candidates:
-        data = _read_yaml(path) if path.is_file() else None
+        text = _read_text(run, path)
+        data = _parse_yaml(text)
         if isinstance(data, dict) and isinstance(data.get("models"), list):
-            run.recipe, run.recipe_path = data, path
-            run.recipe_text = path.read_text(encoding="utf-8", errors="replace")
+            run.recipe, run.recipe_path, run.recipe_text = data, path, text
             run.dfs_path = parse_dfs(_find_key(data, DFS_KEYS, depth=1))
             return
         if isinstance(data, dict) and run.dfs_path is None:  # a DFS-only best (no parameter-space recipe)
             run.dfs_path = parse_dfs(_find_key(data, DFS_KEYS, depth=1))
             if run.dfs_path:
-                run.recipe_path, run.recipe_text = path, path.read_text(encoding="utf-8", errors="replace")
+                run.recipe_path, run.recipe_text = path, text
                 return
 
 
@@ -210,8 +233,8 @@ def _read_baselines(run: Run) -> None:
     found = _find_key(run.config, ("baselines", "source_scores", "sources_scores"))
     for name in BASELINE_FILES:
         path = run.path / name
-        if path.is_file():
-            data = _read_yaml(path)  # YAML is a superset of JSON
+        if _inside(run, path):
+            data = _read_yaml(run, path)  # YAML is a superset of JSON
             found = data.get("baselines", data) if isinstance(data, dict) else data
             break
     if isinstance(found, dict):

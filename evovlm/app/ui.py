@@ -8,6 +8,9 @@ models generate.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -24,10 +27,11 @@ from evovlm.app.config import AppConfig, Limits, Registry
 from evovlm.eval import prompts
 from evovlm.app.examples import DEFAULT_QUESTION, MGSM_STYLE, image_examples
 from evovlm.app.generate import (
-    AUTO, IMAGE_SUFFIXES, MODEL_DEFAULT, Decoding, Prompt, UserError, chat_prompt, check_question, load_image,
-    merge_streams, stream, vqa_prompt,
+    AUTO, IMAGE_SUFFIXES, MODEL_DEFAULT, Decoding, Prompt, UserError, bounded_prompt, chat_prompt, check_question,
+    load_image, merge_streams, stream, vqa_prompt,
 )
 
+LOG = logging.getLogger("evovlm.app")
 # "model default": the model's own template from the models YAML, else the tab's (the paper's).
 TEMPLATES = [MODEL_DEFAULT, AUTO, *prompts.TEMPLATES]
 BEAM_NOTE = ("ビームサーチ (beams > 1) はストリーミングできません。回答は完成してから表示されます。  \n"
@@ -71,6 +75,42 @@ def _is_pending(text: str) -> bool:
     return text.startswith(("…", "⚠"))
 
 
+INTERNAL_ERROR = ("⚠ サーバーでエラーが発生しました (記録済み)。An unexpected error occurred on the server (it was "
+                  "logged); nothing else changed.")
+
+
+def guarded(message_at: int | None, outputs: int) -> Callable:
+    """A handler that never raises: an unexpected error is logged and shown as a message in output
+    ``message_at`` of its ``outputs`` (the others unchanged; None: no message), instead of Gradio's
+    "The upstream Gradio app has raised an exception". Inputs are checked inside the handlers;
+    this is the net."""
+    def wrap(fn: Callable) -> Callable:
+        def failed() -> tuple:
+            LOG.exception("handler %s failed", fn.__name__)
+            values = [gr.update()] * outputs
+            if message_at is not None:
+                values[message_at] = INTERNAL_ERROR
+            return tuple(values)
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def generator(*args: Any, **kwargs: Any) -> Iterator:
+                try:
+                    yield from fn(*args, **kwargs)
+                except Exception:
+                    yield failed()
+            return generator
+
+        @functools.wraps(fn)
+        def function(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception:
+                return failed()
+        return function
+    return wrap
+
+
 @dataclass
 class Demo:
     config: AppConfig
@@ -106,8 +146,11 @@ class Demo:
                 yield f"… ビームサーチ中 / beam search ({decoding.num_beams} beams): the answer appears when complete."
             else:
                 yield "…"
+            def bounded(runner: Any) -> Prompt:
+                return bounded_prompt(runner, make_prompt(runner), decoding, self.limits)
+
             text = None
-            for text in stream(slot, make_prompt, decoding, image):
+            for text in stream(slot, bounded, decoding, image):
                 yield text
             if not text:
                 yield "（空の回答 / empty answer）"
@@ -119,6 +162,7 @@ class Demo:
         return (entry.template if entry and entry.template else None) or self.config.generation[task].template
 
     # -- image QA -----------------------------------------------------------------------------------
+    @guarded(message_at=0, outputs=3)
     def image_qa(self, image: str | None, question: str, model_a: str, model_b: str, template: str,
                  num_beams: float, max_new_tokens: float, repetition_penalty: float) -> Iterator[tuple[str, str, str]]:
         started = time.perf_counter()
@@ -146,10 +190,11 @@ class Demo:
 
     # -- chat ---------------------------------------------------------------------------------------
     def _conversation(self, history: list[dict], user: str) -> list[dict]:
-        """The prompt's messages: completed turns only (failed ones dropped), the last max_turns."""
+        """The prompt's messages: completed turns only (failed ones dropped), the newest ones that fit
+        in ``max_turns`` and ``max_prompt_chars`` (a history sent through the API can be anything)."""
         turns: list[tuple[str, str]] = []
         pending_user: str | None = None
-        for message in history or []:
+        for message in (history or [])[-4 * self.limits.max_turns:]:
             role, text = message.get("role"), message_text(message.get("content"))
             if role == "user":
                 pending_user = text
@@ -157,11 +202,18 @@ class Demo:
                 if text and not _is_pending(text):
                     turns.append((pending_user, text))
                 pending_user = None
+        kept, budget = [], self.limits.max_prompt_chars - len(user)
+        for u, a in reversed(turns[-(self.limits.max_turns - 1):] if self.limits.max_turns > 1 else []):
+            budget -= len(u) + len(a)
+            if budget < 0:
+                break
+            kept.insert(0, (u, a))
         messages: list[dict] = []
-        for u, a in turns[-(self.limits.max_turns - 1):] if self.limits.max_turns > 1 else []:
+        for u, a in kept:
             messages += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
         return messages + [{"role": "user", "content": user}]
 
+    @guarded(message_at=3, outputs=4)
     def chat(self, message: str, history_a: list | None, history_b: list | None, model_a: str, model_b: str,
              template: str, num_beams: float, max_new_tokens: float, repetition_penalty: float
              ) -> Iterator[tuple[list, list, str, str]]:
@@ -212,6 +264,7 @@ class Demo:
         except UserError:
             return None
 
+    @guarded(message_at=0, outputs=10)
     def cases(self, file_a: str | None, file_b: str | None, metric: str | None, which: str, sort: str,
               search: str, position: float | None) -> tuple:
         empty = (gr.update(), [], 0, None, "", "", "", "", "")
@@ -246,10 +299,13 @@ class Demo:
     def list_runs(self) -> Any:
         return gr.update(choices=run_lib.find_runs(self.runs_roots))
 
+    @guarded(message_at=0, outputs=6)
     def run(self, run_dir: str | None) -> tuple:
         blank = (None, None, None, [], "")
         if not run_dir or not str(run_dir).strip():
             return ("Pick or type a run directory of `evovlm evolve`.", *blank)
+        if "\0" in str(run_dir) or len(str(run_dir)) > 4096:
+            return ("⚠ That is not a folder name.", *blank)
         path = Path(str(run_dir).strip()).expanduser()
         if not path.is_absolute():
             path = Path.cwd() / path
@@ -264,6 +320,7 @@ class Demo:
                 plots.dfs_plot(run), run_lib.scores_table(run), run.recipe_text)
 
     # -- models ---------------------------------------------------------------------------------------
+    @guarded(message_at=None, outputs=5)
     def models(self) -> tuple:
         self.registry.refresh()
         return (self.registry.table(), *(gr.update(choices=self.registry.choices(t)) for t in ("vqa", "vqa", "chat", "chat")))

@@ -163,18 +163,32 @@ def _hf_cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
+def _text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 data file; an unreadable or non-UTF-8 file is a clear error."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise EvoVLMError(f"cannot read data file {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise EvoVLMError(f"{path}:{line}: not UTF-8 text; save the data file as UTF-8") from None
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvoVLMError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise EvoVLMError(f"{path}:{line_no}: expected a JSON object per line")
-            yield line_no, row
+    for line_no, line in enumerate(_text_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvoVLMError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise EvoVLMError(f"{path}:{line_no}: JSON nested too deeply") from None
+        if not isinstance(row, dict):
+            raise EvoVLMError(f"{path}:{line_no}: expected a JSON object per line")
+        yield line_no, row
 
 
 def _read_parquet_rows(path: Path, needed: list[list[str]]) -> list[dict]:
@@ -228,7 +242,7 @@ def read_math_file(path: str | os.PathLike) -> list[Sample]:
         raise EvoVLMError(f"data file {path} does not exist")
     samples: list[Sample] = []
     if path.suffix == ".tsv":
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for line_no, line in enumerate(_text_lines(path), 1):
             if not line.strip():
                 continue
             parts = line.split("\t")

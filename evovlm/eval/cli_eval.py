@@ -11,6 +11,7 @@ import argparse
 import re
 from pathlib import Path
 
+from evovlm.argtypes import MAX_NEW_TOKENS, count, number
 from evovlm.errors import EvoVLMError
 
 
@@ -18,23 +19,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model directory, zoo:NAME, or HF repo id in the local cache")
     parser.add_argument("--bench", help="benchmark name (see --list-benchmarks)")
     parser.add_argument("--list-benchmarks", action="store_true", help="list known benchmarks and exit")
-    parser.add_argument("--limit", type=int, help="score only the first N samples")
+    parser.add_argument("--limit", type=count(1), help="score only the first N samples")
     parser.add_argument("--out", type=Path,
                         help="results JSON path (default: results/<model>__<bench>.json)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="also load a model whose weights are only *.bin/*.pt (with torch.load(weights_only=True))")
     parser.add_argument("--data", help="read the benchmark from this file or directory instead of the default places")
     parser.add_argument("--split", help="dataset split (default: test)")
-    parser.add_argument("--data-seed", type=int, help="draw of a synthetic benchmark (zoo benchmarks only)")
+    parser.add_argument("--data-seed", type=count(0), help="draw of a synthetic benchmark (zoo benchmarks only)")
     gen = parser.add_argument_group("generation (defaults: the benchmark's, i.e. the paper's settings)")
     gen.add_argument("--template", help="prompt template: ja-alpaca-cot, ja-shisa-vqa, llava-mistral, plain, chat")
-    gen.add_argument("--num-beams", type=int)
-    gen.add_argument("--max-new-tokens", type=int)
-    gen.add_argument("--repetition-penalty", type=float)
+    gen.add_argument("--num-beams", type=count(1, 64))
+    gen.add_argument("--max-new-tokens", type=count(1, MAX_NEW_TOKENS))
+    gen.add_argument("--repetition-penalty", type=number(above=0.0, maximum=10.0))
     gen.add_argument("--stop", action="append", metavar="STRING",
                      help="stop string (repeatable; replaces the benchmark's list)")
-    gen.add_argument("--batch-size", type=int)
+    gen.add_argument("--batch-size", type=count(1, 4096))
     gen.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     gen.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bf16/fp16 on GPU, fp32 on CPU)")
-    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap confidence intervals")
+    parser.add_argument("--bootstrap-seed", type=count(0), default=0, help="seed of the bootstrap confidence intervals")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -52,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.model or not args.bench:
         raise EvoVLMError("both --model and --bench are required (see --list-benchmarks)")
-    if args.limit is not None and args.limit < 1:
-        raise EvoVLMError(f"--limit must be a positive number of samples, got {args.limit}")
     out = args.out or _default_out(args.model, args.bench)
     if out.is_dir():
         raise EvoVLMError(f"--out {out} is a directory; give a file name such as {out / 'results.json'}")
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from evovlm.eval.runners import load_runner, pick_device_dtype
 
     pick_device_dtype(args.device, args.dtype)  # validate before the (slow) load
-    runner = load_runner(model_dir, device=args.device, dtype=args.dtype)
+    runner = load_runner(model_dir, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
     results = evaluate(runner, bench, generation=settings, model_name=args.model, limit=args.limit,
                        bootstrap_seed=args.bootstrap_seed, progress=not args.no_progress)
     print(format_summary(results))

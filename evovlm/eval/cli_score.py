@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+from evovlm.argtypes import MAX_RESAMPLES, count
 from evovlm.errors import EvoVLMError
 from evovlm.io.atomic import write_atomic
 
@@ -26,13 +27,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="JSONL file, one {reference|answer, prediction|response} per line")
     parser.add_argument("--metric", required=True, choices=METRIC_NAMES, help="which metric to compute")
     parser.add_argument("--out", type=Path, help="write {summary, samples} JSON here")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap confidence intervals (default 0)")
-    parser.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--seed", type=count(0), default=0, help="seed of the bootstrap confidence intervals (default 0)")
+    parser.add_argument("--n-resamples", type=count(1, MAX_RESAMPLES), default=1000,
+                        help="bootstrap resamples (default 1000)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.n_resamples < 1:
-        raise EvoVLMError(f"--n-resamples must be at least 1, got {args.n_resamples}")
     records = read_jsonl(args.file)
     golds, predictions = _inputs(records, args.metric, args.file)
 
@@ -44,6 +44,13 @@ def run(args: argparse.Namespace) -> int:
     summary = {"metric": args.metric, "file": str(args.file), **summary}
     samples = [{**record, **fields} for (_, record), fields in zip(records, scored)]
     print(format_summary(summary))
+    cut = [lineno for (lineno, _), fields in zip(records, scored) if "truncated_chars" in fields]
+    if cut:
+        from evovlm.eval.metrics import MAX_ROUGE_CHARS
+
+        print(f"note: {len(cut)} sample(s) longer than {MAX_ROUGE_CHARS:,} characters were scored on their first "
+              f"{MAX_ROUGE_CHARS:,} (lines {', '.join(map(str, cut[:10]))}{', ...' if len(cut) > 10 else ''}; "
+              "`truncated_chars` in their records)")
     if args.out is not None:
         write_json_atomic(args.out, {"summary": summary, "samples": samples})
         print(f"wrote {args.out}")

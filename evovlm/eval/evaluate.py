@@ -54,6 +54,7 @@ SAMPLE_FIELDS: dict[str, str] = {
     "ref_is_ja": "rouge-ja: reference judged Japanese",
     "content": "rouge-ja with content specs: names the right value and no wrong one",
     "content_ja": "rouge-ja with content specs: content and Japanese",
+    "truncated_chars": "rouge-ja: {text: full length} when a text over 10,000 characters was scored on its start",
 }
 
 

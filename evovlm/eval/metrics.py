@@ -38,6 +38,10 @@ __all__ = [
 
 _ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 _JA_THRESHOLD = 0.5
+# ROUGE and language ID read at most this many characters of each text. MeCab crashes the
+# process on texts of about a million characters, and ROUGE-L's table grows with the product of
+# both lengths (10,000 characters a side take ~7 s); real replies are a few hundred characters.
+MAX_ROUGE_CHARS = 10_000
 _CONFIDENCE = 0.95
 _ABS_TOL = 1e-6  # "18.00" == 18; answers are integers or short decimals
 _LATIN = re.compile(r"[A-Za-zＡ-Ｚａ-ｚ]")
@@ -107,8 +111,13 @@ def rouge_ja_sample(reference: str, prediction: str) -> dict:
 
     ``rougeL_ja``: when the reference is Japanese (P(ja) >= 0.5), a prediction with
     P(ja) < 0.5 is scored as the empty string, i.e. 0.
-    Returns ``{"rouge1", "rouge2", "rougeL", "rougeL_ja", "pred_is_ja", "ref_is_ja"}``.
+    Returns ``{"rouge1", "rouge2", "rougeL", "rougeL_ja", "pred_is_ja", "ref_is_ja"}``, and
+    ``truncated_chars`` (each cut text's full length) when a text exceeds :data:`MAX_ROUGE_CHARS`:
+    only its start is scored.
     """
+    truncated = {name: len(text) for name, text in (("reference", reference), ("prediction", prediction))
+                 if len(text) > MAX_ROUGE_CHARS}
+    reference, prediction = reference[:MAX_ROUGE_CHARS], prediction[:MAX_ROUGE_CHARS]
     scores = _rouge_scorer().score(reference, prediction)
     record = {name: scores[name].fmeasure * 100.0 for name in _ROUGE_TYPES}
     ref_is_ja = prob_japanese(reference) >= _JA_THRESHOLD
@@ -118,6 +127,8 @@ def rouge_ja_sample(reference: str, prediction: str) -> dict:
     # prediction needs no second scoring pass.
     record["rougeL_ja"] = 0.0 if blanked else record["rougeL"]
     record.update(pred_is_ja=pred_is_ja, ref_is_ja=ref_is_ja)
+    if truncated:
+        record["truncated_chars"] = truncated
     return record
 
 

@@ -20,14 +20,11 @@ from typing import Any
 
 import torch
 
+from evovlm.argtypes import MAX_NEW_TOKENS
+from evovlm.dtypes import torch_dtype
 from evovlm.errors import EvoVLMError, option
 from evovlm.eval import prompts
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}
 
 
 @dataclass(frozen=True)
@@ -52,11 +49,13 @@ class GenerationSettings:
         return replace(self, **chosen).validated()
 
     def validated(self) -> GenerationSettings:
-        for name in ("max_new_tokens", "num_beams", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise EvoVLMError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not self.repetition_penalty > 0:
-            raise EvoVLMError(f"repetition-penalty must be positive, got {self.repetition_penalty}")
+        for name, most in (("max_new_tokens", MAX_NEW_TOKENS), ("num_beams", 64), ("batch_size", 4096)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+                raise EvoVLMError(f"{name.replace('_', '-')} must be a whole number from 1 to {most:,}, got {value!r}")
+        penalty = self.repetition_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0 < penalty <= 10:
+            raise EvoVLMError(f"repetition-penalty must be a number above 0 and at most 10, got {penalty!r}")
         if any(not s for s in self.stop_strings):
             raise EvoVLMError("stop strings must be non-empty")
         return self
@@ -76,9 +75,7 @@ def pick_device_dtype(device: str | None = None, dtype: str | None = None) -> tu
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EvoVLMError(f"{option('device')} {device} requested but CUDA is not available on this machine")
     if dtype:
-        if dtype not in DTYPES:
-            raise EvoVLMError(f"unknown {option('dtype')} {dtype!r}: use one of {', '.join(DTYPES)}")
-        return dev, DTYPES[dtype]
+        return dev, torch_dtype(dtype, option("dtype"))
     if dev.type == "cuda":
         return dev, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return dev, torch.float32
@@ -157,12 +154,18 @@ class BaseRunner:
         tokenizer.padding_side = "left"
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None) -> "BaseRunner":
+    def from_pretrained(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None,
+                        allow_pickle: bool | None = None) -> "BaseRunner":
+        """``allow_pickle``: load a folder of pickle weights (with weights_only=True); None: refuse, and
+        the front end offers no way to allow it."""
         import transformers
 
+        from evovlm.io.checkpoint import check_weights_format
+
+        safe = check_weights_format(str(path), Path(path), allow_pickle)
         dev, torch_dtype = pick_device_dtype(device, dtype)
         preprocessor = _load(getattr(transformers, cls.auto_preprocessor), path)
-        model = _load(getattr(transformers, cls.auto_model), path, dtype=torch_dtype)
+        model = _load(getattr(transformers, cls.auto_model), path, dtype=torch_dtype, use_safetensors=safe)
         return cls(model.to(dev), preprocessor, name=str(path))
 
     @property
@@ -307,17 +310,30 @@ class VLMRunner(BaseRunner):
 Runner = CausalLMRunner | VLMRunner
 
 
+# A benchmark image above this many pixels is refused before it is decoded (decompression bombs).
+MAX_IMAGE_PIXELS = 50_000_000
+
+
 def _as_rgb(image: Any) -> Any:
     """Accept a PIL image or a path; VLM image processors expect RGB."""
     from PIL import Image
 
-    if isinstance(image, (str, Path)):
-        try:
+    name = image if isinstance(image, (str, Path)) else getattr(image, "filename", "") or "an in-memory image"
+
+    def checked(opened: Any) -> Any:  # the size comes from the header: nothing is decoded yet
+        width, height = opened.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise EvoVLMError(f"image {name} is {width}×{height}, above the {MAX_IMAGE_PIXELS / 1e6:.0f} MP that "
+                              "are read; downscale it")
+        return opened
+
+    try:
+        if isinstance(image, (str, Path)):
             with Image.open(image) as opened:
-                return opened.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise EvoVLMError(f"cannot read image {image}: {exc}") from None
-    return image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image
+                return checked(opened).convert("RGB")
+        return checked(image).convert("RGB") if image.mode != "RGB" else image
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise EvoVLMError(f"cannot read image {name}: {type(exc).__name__}") from None
 
 
 def _load(auto_cls: Any, path: str | Path, **kwargs: Any) -> Any:
@@ -327,10 +343,11 @@ def _load(auto_cls: Any, path: str | Path, **kwargs: Any) -> Any:
         raise EvoVLMError(f"cannot load {auto_cls.__name__} from {path}: {exc}") from None
 
 
-def load_runner(path: str | Path, *, device: str | None = None, dtype: str | None = None) -> Runner:
+def load_runner(path: str | Path, *, device: str | None = None, dtype: str | None = None,
+                allow_pickle: bool | None = None) -> Runner:
     """Load the right runner for the checkpoint in ``path`` (VLM when its config has a vision tower)."""
     cls = VLMRunner if is_vlm_dir(path) else CausalLMRunner
-    return cls.from_pretrained(path, device=device, dtype=dtype)
+    return cls.from_pretrained(path, device=device, dtype=dtype, allow_pickle=allow_pickle)
 
 
 def make_runner(model: Any, tokenizer_or_processor: Any, *, name: str | None = None) -> Runner:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import time
 
+from evovlm.argtypes import count
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="evolution config YAML (see examples/evolve-*.yaml)")
     parser.add_argument("--out", help="run directory to create (config, history, states, plot, best model)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (after a crash or kill)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
-    parser.add_argument("--workers", type=int, help="parallel evaluation processes (default: one per GPU, else 1)")
+    parser.add_argument("--workers", type=count(1), help="parallel evaluation processes (default: one per GPU, else 1)")
     parser.add_argument("--devices", help="comma-separated devices for the workers, e.g. cuda:0,cuda:1 or cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -24,8 +26,6 @@ def run(args: argparse.Namespace) -> int:
         raise EvoVLMError("--resume RUN_DIR continues a run with its own config: give no CONFIG or --out")
     if not args.resume and not (args.config and args.out):
         raise EvoVLMError("give CONFIG.yaml and --out RUN_DIR (or --resume RUN_DIR)")
-    if args.workers is not None and args.workers < 1:
-        raise EvoVLMError("--workers must be at least 1")
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
     started = time.perf_counter()
     out = args.resume or args.out

@@ -48,6 +48,7 @@ from typing import Any, Callable, Union
 
 import yaml
 
+from evovlm.dtypes import check_dtype
 from evovlm.errors import EvoVLMError
 from evovlm.io.yamlfile import read_yaml_file
 
@@ -330,10 +331,7 @@ def _check_runtime(runtime: RuntimeConfig, where: str) -> None:
                                       or not all(isinstance(d, str) for d in runtime.devices)):
         raise EvoVLMError(f"{where}.devices: 'auto' or a list such as [cuda:0, cuda:1], got {runtime.devices!r}")
     if runtime.dtype is not None:
-        from evovlm.eval.runners import DTYPES
-
-        if runtime.dtype not in DTYPES:
-            raise EvoVLMError(f"{where}.dtype: unknown dtype {runtime.dtype!r}; use one of {', '.join(DTYPES)}")
+        check_dtype(runtime.dtype, f"{where}.dtype")
     if runtime.keep_states != "auto":
         runtime.keep_states = _count(runtime.keep_states, f"{where}.keep_states")
     for name in ("save_model", "plot", "progress"):

@@ -217,7 +217,10 @@ def load_causal_lm(ref: str, device: Any, dtype: Any):
 
     from evovlm.io.resolve import resolve_model_path
 
+    from evovlm.io.checkpoint import check_weights_format
+
     path = resolve_model_path(ref)
+    check_weights_format(ref, path, None)  # evolution reads safetensors only
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,
                                                      dtype=dtype)

@@ -6,7 +6,7 @@
     config.yaml          the resolved config (defaults filled in, local paths absolute)
     summary.json         the final result (written last)
     history.jsonl        every candidate: genome, decoded candidate, fitness, times, error
-    state/gen-NNNN.pkl   the optimiser state after each generation
+    state/gen-NNNN.safetensors  the optimiser state after each generation (arrays + JSON, never pickle)
     best_recipe.yaml     PS: the best recipe so far (best_dfs.yaml for DFS)
     fitness.png          the fitness curve
     model/               the best model: an HF checkpoint with a model card (README.md)
@@ -32,9 +32,10 @@ from evovlm.evolve.evaluators import StageSpec, Task, load_causal_lm, make_genom
 from evovlm.evolve.history import History
 from evovlm.evolve.report import best_file_text, dfs_card, evolution_section, plot_fitness
 from evovlm.evolve.search import Best, run_search
-from evovlm.io.atomic import make_temp_dir, umask_permissions, write_atomic
+from evovlm.io.atomic import make_temp_dir, replace_dir, sweep_stale, umask_permissions, write_atomic
 
 CONFIG_NAME = "config.yaml"
+LOCK_NAME = ".lock"
 BEST_FILE = {"ps": "best_recipe.yaml", "dfs": "best_dfs.yaml"}
 
 
@@ -51,15 +52,20 @@ def run_evolution(config: EvolveConfig | dict | str | Path | None, out_dir: str 
     if resume:
         if not (out_dir / CONFIG_NAME).is_file():
             raise EvoVLMError(f"{out_dir} is not an evolution run directory (no {CONFIG_NAME}); nothing to resume")
-        config = load_config(out_dir / CONFIG_NAME)
-        _preflight(config)
     else:
         config = load_config(config) if isinstance(config, (str, Path)) else config_from_dict(config)
         _preflight(config)
-        _prepare_out_dir(out_dir, overwrite)
-        write_atomic(out_dir / CONFIG_NAME, config.to_yaml())
-    config = with_overrides(config, workers=workers, devices=devices, progress=progress)
-    with _locked(out_dir):
+        _check_out_dir(out_dir, overwrite)  # before the folder is touched (the lock file goes into it)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(out_dir):  # nothing is deleted or written before the lock is held
+        if resume:
+            config = load_config(out_dir / CONFIG_NAME)
+            _preflight(config)
+        else:
+            _check_out_dir(out_dir, overwrite)
+            _clear(out_dir)
+            write_atomic(out_dir / CONFIG_NAME, config.to_yaml())
+        config = with_overrides(config, workers=workers, devices=devices, progress=progress)
         stages = config.stages()
         results: dict[str, dict] = {}
         model_a = None
@@ -89,26 +95,39 @@ def _preflight(config: EvolveConfig) -> None:
             load_fitness_benchmark(section, name)
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        if not overwrite:
-            raise EvoVLMError(f"{out_dir} already exists and is not empty: continue it with --resume, "
-                              "or choose another --out (or pass --overwrite)")
-        if not (out_dir / CONFIG_NAME).is_file():
-            raise EvoVLMError(f"{out_dir} is not an evolution run directory (no {CONFIG_NAME}); "
-                              "--overwrite only replaces earlier runs")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """A new run goes into an empty folder, or replaces an earlier run with ``overwrite``; nothing else."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise EvoVLMError(f"{out_dir} exists and is not a folder; choose another --out")
+    if not out_dir.exists() or not [p for p in out_dir.iterdir() if p.name != LOCK_NAME]:
+        return
+    if not overwrite:
+        raise EvoVLMError(f"{out_dir} already exists and is not empty: continue it with --resume, "
+                          "or choose another --out (or pass --overwrite)")
+    if not (out_dir / CONFIG_NAME).is_file():
+        raise EvoVLMError(f"{out_dir} is not an evolution run directory (no {CONFIG_NAME}); "
+                          "--overwrite only replaces earlier runs, so nothing was deleted")
+
+
+def _clear(out_dir: Path) -> None:
+    """Delete an earlier run's files (the caller holds its lock, which stays)."""
+    for path in out_dir.iterdir():
+        if path.name == LOCK_NAME:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 @contextmanager
 def _locked(out_dir: Path) -> Iterator[None]:
     """One process per run directory (the kernel drops the lock when the process dies, even on kill -9)."""
-    with open(out_dir / ".lock", "w") as handle:
+    with open(out_dir / LOCK_NAME, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise EvoVLMError(f"another evovlm evolve is running in {out_dir}") from None
+            raise EvoVLMError(f"another evovlm evolve is running in {out_dir}; nothing was changed") from None
         yield
 
 
@@ -188,6 +207,7 @@ def _save_dfs_model(config: EvolveConfig, genome: Any, best: Best, stage_dir: Pa
     candidate = genome.decode(best.genome)
     model = EvoDFSForCausalLM.from_models(model_a, model_b, list(candidate.path), list(candidate.scales)).pruned()
     final = stage_dir / "model"
+    sweep_stale(stage_dir, ".model.partial-")  # left by a killed run
     tmp = make_temp_dir(stage_dir, ".model.partial-")
     try:
         model.save_pretrained(tmp)
@@ -197,9 +217,7 @@ def _save_dfs_model(config: EvolveConfig, genome: Any, best: Best, stage_dir: Pa
                 shutil.copy2(source / name, tmp / name)
         (tmp / "README.md").write_text(dfs_card(config, model, dfs.model_a, dfs.model_b, result), encoding="utf-8")
         umask_permissions(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,7 +6,11 @@ the permissions a plain ``open`` or ``mkdir`` would give, 0666 / 0777 less the u
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -30,10 +34,100 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
 
 
 def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
-    """A new hidden folder in ``parent`` to fill and then rename into place, with umask permissions."""
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    """A new hidden folder in ``parent`` to fill and then rename into place, with umask permissions.
+
+    Its name carries this process's id (``PREFIX<pid>-<random>``), so that a later call can tell
+    the leftovers of a killed process (:func:`sweep_stale`) from the work of a live one.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
     os.chmod(tmp, 0o777 & ~_umask())
     return tmp
+
+
+def sweep_stale(parent: str | os.PathLike, prefix: str) -> list[Path]:
+    """Delete ``parent/PREFIX<pid>-*`` folders whose process is gone (left by a kill); returns them."""
+    swept = sweep_candidates(Path(parent), prefix)
+    for path in swept:
+        shutil.rmtree(path, ignore_errors=True)
+    return swept
+
+
+def recover_aside(target: str | os.PathLike) -> None:
+    """Undo what a kill between :func:`replace_dir`'s two fallback renames left: when ``target`` is
+    missing and a dead process's ``.NAME.old-<pid>-0`` holds the old folder, put it back; when
+    ``target`` is there, delete such leftovers."""
+    target = Path(target)
+    for path in sweep_candidates(target.parent, f".{target.name}.old-"):
+        if not target.exists():
+            os.replace(path, target)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_candidates(parent: Path, prefix: str) -> list[Path]:
+    """``parent/PREFIX<pid>-*`` folders of processes that are gone."""
+    if not parent.is_dir():
+        return []
+    found = []
+    for path in parent.iterdir():
+        if path.name.startswith(prefix) and not path.is_symlink() and path.is_dir():
+            pid = path.name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                found.append(path)
+    return sorted(found)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put folder ``new`` where ``target`` is, atomically: a reader (or a kill) sees the old folder
+    or the new one, never neither. The old one is deleted afterwards.
+
+    On Linux the two are swapped with ``renameat2(RENAME_EXCHANGE)``; elsewhere (or on a file system
+    without it) the old folder is first renamed aside, ``.NAME.old-<pid>-0``, which a later
+    :func:`sweep_stale` removes if a kill lands between the two renames.
+    """
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old folder
+        return
+    aside = target.with_name(f".{target.name}.old-{os.getpid()}-0")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(target, aside)
+    os.replace(new, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths with renameat2(RENAME_EXCHANGE); False where that is not available."""
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # glibc before 2.28, musl
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange)
+    if result == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # the file system cannot exchange
+        return False
+    raise OSError(error, os.strerror(error), str(second))
 
 
 def umask_permissions(folder: str | os.PathLike) -> None:

@@ -2,7 +2,10 @@
 
 Everything goes into a hidden temporary directory beside the destination, which is
 renamed into place only when the whole checkpoint is complete. A failure (an exception,
-Ctrl-C) removes the temporary directory, so no half-written model is ever left behind.
+Ctrl-C) removes the temporary directory, so no half-written model is ever left behind; what a
+kill -9 leaves (``.NAME.partial-<pid>-*``) the next write to the same place sweeps away. With
+``overwrite`` an earlier output is swapped for the new one atomically, and only a folder that
+holds ``owner_marker`` (a file only this kind of output has) is ever replaced.
 
 The writer is told every tensor's name, shape and dtype up front, so each shard's
 safetensors header (which lists every offset) can be written before its data. Each
@@ -31,28 +34,35 @@ from typing import Sequence
 import torch
 
 from evovlm.errors import EvoVLMError
-from evovlm.io.atomic import make_temp_dir
+from evovlm.io.atomic import make_temp_dir, recover_aside, replace_dir, sweep_stale
 from evovlm.io.checkpoint import SAFETENSORS_DTYPES
 
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
 
 
 def parse_size(text: str | int) -> int:
-    """'2GB' -> 2_000_000_000 (HF's convention: decimal units)."""
-    if isinstance(text, int):
-        return text
-    cleaned = str(text).strip().upper()
+    """'2GB' -> 2_000_000_000 (HF's convention: decimal units); a positive size."""
+    size = text if isinstance(text, int) else _size(str(text))
+    if size is None:
+        raise EvoVLMError(f"cannot read size {text!r}: use e.g. 500MB or 2GB")
+    if size < 1:
+        raise EvoVLMError(f"the shard size must be positive, got {text!r}")
+    return size
+
+
+def _size(text: str) -> int | None:
+    cleaned = text.strip().upper()
     for unit in sorted(_UNITS, key=len, reverse=True):
         if cleaned.endswith(unit):
-            number = cleaned[: -len(unit)].strip()
-            try:
-                return int(float(number) * _UNITS[unit])
-            except ValueError:
-                break
+            cleaned, scale = cleaned[: -len(unit)].strip(), _UNITS[unit]
+            break
+    else:
+        scale = 1
     try:
-        return int(cleaned)
+        value = float(cleaned) * scale
     except ValueError:
-        raise EvoVLMError(f"cannot read size {text!r}: use e.g. 500MB or 2GB") from None
+        return None
+    return int(value) if math.isfinite(value) else None
 
 
 _SAFETENSORS_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
@@ -113,14 +123,12 @@ class ShardedCheckpointWriter:
     """
 
     def __init__(self, out_dir: str | Path, layout: Sequence[TensorSpec], *, max_shard_bytes: int = 10**9,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, owner_marker: str | None = None) -> None:
         if sys.byteorder != "little":
             raise EvoVLMError("writing safetensors needs a little-endian machine")
-        self.out_dir = Path(out_dir).expanduser().resolve()
-        if self.out_dir.exists() and not overwrite:
-            if not self.out_dir.is_dir() or any(self.out_dir.iterdir()):
-                raise EvoVLMError(f"output {self.out_dir} already exists and is not empty; "
-                                  "choose another --out or pass --overwrite")
+        self.out_dir = Path(out_dir).expanduser().absolute()
+        self.owner_marker = owner_marker
+        self._check_destination(overwrite)
         self.overwrite = overwrite
         self._shards = _plan_shards(list(layout), max_shard_bytes)
         self._where = {spec.name: (index, spec) for index, shard in enumerate(self._shards) for spec in shard.specs}
@@ -132,9 +140,25 @@ class ShardedCheckpointWriter:
         self._in_flight_bytes = 0
         self._unflushed: dict[int, int] = {}  # fd -> bytes written since its last drop (writing thread only)
 
+    def _check_destination(self, overwrite: bool) -> None:
+        """Refuse to replace a file, a non-empty folder without ``overwrite``, or someone else's folder."""
+        out = self.out_dir
+        if out.is_symlink() or (out.exists() and not out.is_dir()):
+            raise EvoVLMError(f"output {out} exists and is not a folder; choose another --out")
+        if not out.exists() or not any(out.iterdir()):
+            return
+        if not overwrite:
+            raise EvoVLMError(f"output {out} already exists and is not empty; choose another --out or pass --overwrite")
+        if self.owner_marker and not (out / self.owner_marker).is_file():
+            raise EvoVLMError(f"output {out} holds files that are not an evovlm output (no {self.owner_marker}); "
+                              "--overwrite only replaces an earlier output, so nothing was deleted. Choose another "
+                              "--out, or empty the folder yourself")
+
     def __enter__(self) -> "ShardedCheckpointWriter":
         try:
             self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+            recover_aside(self.out_dir)  # a kill between an earlier overwrite's two renames
+            sweep_stale(self.out_dir.parent, f".{self.out_dir.name}.partial-")  # killed writes
             self.tmp_dir = make_temp_dir(self.out_dir.parent, f".{self.out_dir.name}.partial-")
         except OSError as exc:
             raise EvoVLMError(f"cannot create the output folder {self.out_dir}: {exc.strerror or exc}") from None
@@ -203,14 +227,20 @@ class ShardedCheckpointWriter:
     # -- other files ---------------------------------------------------------------
     def write_text(self, name: str, text: str) -> None:
         assert self.tmp_dir is not None
-        (self.tmp_dir / name).write_text(text, encoding="utf-8")
+        try:
+            (self.tmp_dir / name).write_text(text, encoding="utf-8")
+        except OSError as exc:  # e.g. the disk is full
+            raise EvoVLMError(f"writing {name} into {self.out_dir.parent} failed: {exc.strerror or exc}") from None
 
     def write_json(self, name: str, data: object) -> None:
         self.write_text(name, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
     def copy_file(self, source: Path, name: str | None = None) -> None:
         assert self.tmp_dir is not None
-        shutil.copyfile(source, self.tmp_dir / (name or source.name))
+        try:
+            shutil.copyfile(source, self.tmp_dir / (name or source.name))
+        except OSError as exc:  # the disk is full, or the source is unreadable
+            raise EvoVLMError(f"copying {source} into the new checkpoint failed: {exc.strerror or exc}") from None
 
     # -- finish --------------------------------------------------------------------
     def commit(self) -> Path:
@@ -233,13 +263,11 @@ class ShardedCheckpointWriter:
         if count > 1:
             total = sum(shard.nbytes for shard in self._shards)
             self.write_json("model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
-        if self.out_dir.exists():  # only reachable with overwrite=True
-            backup = self.out_dir.with_name(f".{self.out_dir.name}.old-{os.getpid()}")
-            os.replace(self.out_dir, backup)
-            os.replace(self.tmp_dir, self.out_dir)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(self.tmp_dir, self.out_dir)
+        self._check_destination(self.overwrite)  # again: the folder may have changed while we wrote
+        try:
+            replace_dir(self.tmp_dir, self.out_dir)
+        except OSError as exc:
+            raise EvoVLMError(f"cannot move the new checkpoint into {self.out_dir}: {exc.strerror or exc}") from None
         self.tmp_dir = None
         return self.out_dir
 

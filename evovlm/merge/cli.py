@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from evovlm.argtypes import count
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="recipe YAML (EvoVLM format, or a mergekit config with merge_method)")
@@ -13,10 +15,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output directory")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="also read *.bin/*.pt weights (loaded with torch.load(weights_only=True))")
-    parser.add_argument("--seed", type=int, help="override the recipe's seed (DARE masks)")
+    parser.add_argument("--seed", type=count(0), help="override the recipe's seed (DARE masks)")
     parser.add_argument("--dtype", help="output dtype: bfloat16, float16 or float32 (default: the target's)")
     parser.add_argument("--shard-size", default="1GB", help="maximum shard size, e.g. 500MB or 5GB (default 1GB)")
-    parser.add_argument("--workers", type=int, default=1, help="tensors merged in parallel (default 1)")
+    parser.add_argument("--workers", type=count(1), default=1, help="tensors merged in parallel (default 1)")
     parser.add_argument("--to-mergekit", action="store_true", help="print the recipe as a mergekit YAML and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -37,8 +39,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise EvoVLMError("--out DIR is required")
-    if args.workers < 1:
-        raise EvoVLMError("--workers must be at least 1")
     started = time.perf_counter()
     out = merge_checkpoints(recipe, args.out, allow_pickle=args.allow_pickle, overwrite=args.overwrite,
                             max_shard_bytes=parse_size(args.shard_size), workers=args.workers,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import torch
 
+from evovlm.dtypes import torch_dtype
 from evovlm.arch import (KeyLayout, architecture_of, check_supported, detect_layout, is_vocab_tensor, layer_group,
                          text_config)
 from evovlm.errors import EvoVLMError
@@ -37,16 +38,12 @@ if TYPE_CHECKING:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.json", "chat_template.jinja",
                    "preprocessor_config.json", "processor_config.json", "generation_config.json")
-_DTYPE_NAMES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,
-                "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# The recipe as run: every merge output holds it, so --overwrite knows an output from other folders.
+RECIPE_FILE = "evovlm_recipe.yaml"
 
 
 def parse_dtype(name: str | None) -> torch.dtype | None:
-    if name is None:
-        return None
-    if name not in _DTYPE_NAMES:
-        raise EvoVLMError(f"unknown dtype {name!r}; use one of {', '.join(_DTYPE_NAMES)}")
-    return _DTYPE_NAMES[name]
+    return None if name is None else torch_dtype(name)
 
 
 def merge_tensor(recipe: Recipe, canonical: str, base: torch.Tensor | None, sources: Sequence[torch.Tensor],
@@ -87,7 +84,7 @@ class _Opened:
         return self.checkpoint.ref
 
 
-def _open(ref: str, allow_pickle: bool, role: str) -> _Opened:
+def _open(ref: str, allow_pickle: bool | None, role: str) -> _Opened:
     checkpoint = Checkpoint(ref, allow_pickle=allow_pickle)
     check_supported(checkpoint.config, f"{role} {ref}")
     layout = detect_layout(checkpoint.keys(), architecture_of(checkpoint.config), where=f"{role} {ref}")
@@ -102,7 +99,7 @@ def _open(ref: str, allow_pickle: bool, role: str) -> _Opened:
 class MergeJob:
     """Opened and validated checkpoints of one recipe, ready to stream tensors."""
 
-    def __init__(self, recipe: Recipe, *, allow_pickle: bool = False) -> None:
+    def __init__(self, recipe: Recipe, *, allow_pickle: bool | None = False) -> None:
         self.recipe = recipe
         self.target = _open(recipe.target_ref(), allow_pickle, "target")
         self.base = _open(recipe.base_model, allow_pickle, "base_model") if recipe.base_model else None
@@ -205,8 +202,11 @@ def merge_checkpoints(recipe: Recipe, out_dir: str | Path, *, allow_pickle: bool
     job = MergeJob(recipe, allow_pickle=allow_pickle)
     out_dtype = parse_dtype(recipe.dtype)
     with ShardedCheckpointWriter(out_dir, job.output_layout(out_dtype), max_shard_bytes=max_shard_bytes,
-                                 overwrite=overwrite) as writer:
+                                 overwrite=overwrite, owner_marker=RECIPE_FILE) as writer:
         for native, tensor in job.merged_tensors(out_dtype, workers=workers, progress=progress):
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise EvoVLMError(f"the merge produced non-finite values (inf or NaN) in {native}; nothing was "
+                                  "written. Check the sources for damaged weights and the recipe's numbers")
             writer.add(native, tensor)
         config = dict(job.target.checkpoint.config)
         if out_dtype is not None:
@@ -219,7 +219,7 @@ def merge_checkpoints(recipe: Recipe, out_dir: str | Path, *, allow_pickle: bool
             source = job.target.checkpoint.path / name
             if source.is_file():
                 writer.copy_file(source)
-        writer.write_text("evovlm_recipe.yaml", recipe.to_yaml())  # as run, CLI overrides included
+        writer.write_text(RECIPE_FILE, recipe.to_yaml())  # as run, CLI overrides included
         writer.write_text("README.md", model_card(recipe, job))
         return writer.commit()
 
@@ -236,7 +236,9 @@ class ResidentSources:
         self.sources = list(sources)
 
     @classmethod
-    def load(cls, recipe: Recipe, *, allow_pickle: bool = False) -> "ResidentSources":
+    def load(cls, recipe: Recipe, *, allow_pickle: bool | None = None) -> "ResidentSources":
+        """``allow_pickle`` as for :class:`~evovlm.io.checkpoint.Checkpoint`; None: refused, with no opt-in
+        offered (an evolution reads safetensors only)."""
         job = MergeJob(recipe, allow_pickle=allow_pickle)
 
         def read(opened: _Opened) -> dict[str, torch.Tensor]:

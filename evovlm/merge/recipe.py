@@ -20,6 +20,7 @@ Selectors: ``default``, ``embed``, ``norm``, ``lm_head``, ``layers`` (all blocks
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any, Union
 
 import yaml
 
+from evovlm.dtypes import check_dtype
 from evovlm.errors import EvoVLMError
 from evovlm.io.yamlfile import read_yaml_file
 from evovlm.merge.methods import METHODS, ALIASES
@@ -115,9 +117,28 @@ def resolve_param(value: ParamValue, group: str) -> float:
 
 
 def _validate_number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    """A finite number: a weight of .inf or .nan would write an all-inf or all-NaN model."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise EvoVLMError(f"{where}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise EvoVLMError(f"{where}: expected a finite number, got {value!r}")
     return float(value)
+
+
+def _validate_ref(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise EvoVLMError(f"{where}: expected a model (a directory, zoo:NAME or an HF repo id), got {value!r}")
+    return value
+
+
+def _validate_options(options: dict, where: str) -> dict:
+    """lambda: a finite number; normalize, int8_mask: true/false; rescale: inverse, l1 or false."""
+    if "lambda" in options:
+        options["lambda"] = _validate_number(options["lambda"], f"{where}: parameters.lambda")
+    for key in ("normalize", "int8_mask"):
+        if key in options and not isinstance(options[key], bool):
+            raise EvoVLMError(f"{where}: parameters.{key} must be true or false, got {options[key]!r}")
+    return options
 
 
 def _validate_param(value: Any, where: str) -> ParamValue:
@@ -171,7 +192,7 @@ def recipe_from_dict(data: Any, where: str = "recipe") -> Recipe:
         extra = set(entry) - {"model", "weight", "density"}
         if extra:
             raise EvoVLMError(f"{where}: models[{index}] has unknown keys {sorted(extra)}")
-        specs.append(SourceSpec(str(entry["model"]),
+        specs.append(SourceSpec(_validate_ref(entry["model"], f"{where}: models[{index}].model"),
                                 _validate_param(entry.get("weight", 1.0), f"{where}: models[{index}].weight"),
                                 _validate_param(entry.get("density", 1.0), f"{where}: models[{index}].density")))
     if not isinstance(data.get("parameters") or {}, dict):
@@ -180,11 +201,20 @@ def recipe_from_dict(data: Any, where: str = "recipe") -> Recipe:
     bad = set(options) - _OPTION_KEYS
     if bad:
         raise EvoVLMError(f"{where}: unknown parameters {sorted(bad)}; known: {sorted(_OPTION_KEYS)}")
-    recipe = Recipe(method=method, models=specs, base_model=data.get("base_model"), target=data.get("target"),
-                    seed=_validate_seed(data.get("seed", 0), where), options=options, dtype=data.get("dtype"),
+    recipe = Recipe(method=method, models=specs, base_model=_optional_ref(data, "base_model", where),
+                    target=_optional_ref(data, "target", where), seed=_validate_seed(data.get("seed", 0), where),
+                    options=_validate_options(options, where), dtype=_validate_dtype(data.get("dtype"), where),
                     origin=str(data.get("origin", "evovlm")))
     _check_recipe(recipe, where)
     return recipe
+
+
+def _optional_ref(data: dict, key: str, where: str) -> str | None:
+    return None if data.get(key) is None else _validate_ref(data[key], f"{where}: {key}")
+
+
+def _validate_dtype(value: Any, where: str) -> str | None:
+    return None if value is None else check_dtype(value, f"{where}: dtype")
 
 
 def _validate_seed(value: Any, where: str) -> int:
@@ -218,7 +248,7 @@ _MERGEKIT_IGNORED = {"tokenizer_source", "tokenizer", "chat_template", "name", "
 
 def _mergekit_scalar(value: Any, where: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return _validate_number(value, where)
     raise EvoVLMError(f"{where}: only scalar values are supported when reading mergekit configs "
                       f"(got {value!r}); write per-layer values as an EvoVLM recipe with layer-group maps")
 
@@ -233,7 +263,7 @@ def _from_mergekit(data: dict, where: str) -> Recipe:
     unknown = set(data) - _MERGEKIT_KEYS - _MERGEKIT_IGNORED
     if unknown:
         raise EvoVLMError(f"{where}: mergekit keys {sorted(unknown)} are not supported")
-    base = data.get("base_model")
+    base = _optional_ref(data, "base_model", where)
     specs = []
     for index, entry in enumerate(data.get("models") or []):
         if not isinstance(entry, dict) or "model" not in entry:
@@ -245,11 +275,14 @@ def _from_mergekit(data: dict, where: str) -> Recipe:
             raise EvoVLMError(f"{where}: models[{index}].parameters supports weight and density only, got {params!r}")
         if "weight" not in params:
             raise EvoVLMError(f"{where}: models[{index}] has no parameters.weight (mergekit requires it)")
-        specs.append(SourceSpec(str(entry["model"]), _mergekit_scalar(params["weight"], f"{where}: models[{index}].weight"),
+        model = _validate_ref(entry["model"], f"{where}: models[{index}].model")
+        specs.append(SourceSpec(model, _mergekit_scalar(params["weight"], f"{where}: models[{index}].weight"),
                                 _mergekit_scalar(params.get("density", 1.0), f"{where}: models[{index}].density")))
     if not specs:
         raise EvoVLMError(f"{where}: no models to merge")
     options: dict[str, Any] = {}
+    if not isinstance(data.get("parameters") or {}, dict):
+        raise EvoVLMError(f"{where}: 'parameters' must be a mapping")
     for key, value in (data.get("parameters") or {}).items():
         if key in ("normalize", "lambda"):
             options[key] = value
@@ -257,8 +290,9 @@ def _from_mergekit(data: dict, where: str) -> Recipe:
             options["rescale"] = "l1" if value else False
         elif key != "int8_mask":  # int8_mask only saves memory in mergekit
             raise EvoVLMError(f"{where}: mergekit parameter {key!r} is not supported")
-    recipe = Recipe(method=method, models=specs, base_model=base, target=data.get("target"),
-                    seed=_validate_seed(data.get("seed", 0), where), options=options, dtype=data.get("dtype"), origin="mergekit")
+    recipe = Recipe(method=method, models=specs, base_model=base, target=_optional_ref(data, "target", where),
+                    seed=_validate_seed(data.get("seed", 0), where), options=_validate_options(options, where),
+                    dtype=_validate_dtype(data.get("dtype"), where), origin="mergekit")
     _check_recipe(recipe, where)
     return recipe
 

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from evovlm.argtypes import count
 from evovlm.errors import EvoVLMError
 from evovlm.zoo import MODELS
 
@@ -16,7 +17,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "models"
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
     build = sub.add_parser("build", help="train base, JA expert, MATH expert and VLM (deterministic for a seed)")
-    build.add_argument("--seed", type=int, default=0, help="build seed (default 0: the committed zoo)")
+    build.add_argument("--seed", type=count(0), default=0, help="build seed (default 0: the committed zoo)")
     build.add_argument("--quick", action="store_true", help="a small zoo in about a minute (for tests)")
     build.add_argument("--out", type=Path, default=None,
                        help=f"output folder (default: {DEFAULT_OUT}, where zoo:NAME resolves)")
@@ -27,29 +28,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--only", nargs="+", choices=MODELS[1:], metavar="NAME",
                        help="retrain only these of ja, math, vlm (reusing the base, as --reuse-base); "
                             "each model trains from the base alone, so the result is the same as a full build")
-    build.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    build.add_argument("--threads", type=count(0), default=0, help="torch CPU threads (default: torch's choice)")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     evolve = sub.add_parser("evolve", help="PS, DFS and PS+DFS on the zoo, and the VLM merge, as the paper's Table 1")
     evolve.add_argument("--zoo", type=Path, default=None, help=f"zoo folder (default: {DEFAULT_OUT})")
     evolve.add_argument("--out", type=Path, required=True,
                         help="folder for the three evolution runs (ps-dfs, dfs, vlm) and table.json")
-    evolve.add_argument("--seed", type=int, default=0, help="CMA-ES seed of every run (default 0)")
+    evolve.add_argument("--seed", type=count(0), default=0, help="CMA-ES seed of every run (default 0)")
     evolve.add_argument("--resume", action="store_true",
                         help="finish the runs already started in --out instead of starting them again")
-    evolve.add_argument("--ps-trials", type=int, default=None, help="PS budget in candidates (default 120)")
-    evolve.add_argument("--dfs-generations", type=int, default=None, help="DFS budget in generations (default 100)")
-    evolve.add_argument("--dfs-workers", type=int, default=None,
+    evolve.add_argument("--ps-trials", type=count(1), default=None, help="PS budget in candidates (default 120)")
+    evolve.add_argument("--dfs-generations", type=count(1), default=None, help="DFS budget in generations (default 100)")
+    evolve.add_argument("--dfs-workers", type=count(1), default=None,
                         help="processes scoring DFS candidates (default: the CPU count, at most 4)")
-    evolve.add_argument("--limit", type=int, default=None,
+    evolve.add_argument("--limit", type=count(1), default=None,
                         help="score only the first N test problems in the table (searches use the fitness split)")
-    evolve.add_argument("--data-seed", type=int, default=None, help="score the table on a fresh draw")
+    evolve.add_argument("--data-seed", type=count(0), default=None, help="score the table on a fresh draw")
     evolve.add_argument("--install", action="store_true",
                         help="copy the evolved PS and VLM models into the zoo folder as evollm and evovlm")
     evolve.add_argument("--quiet", action="store_true", help="no progress bars")
     report = sub.add_parser("report", help="measure the acceptance table: sources, uniform merges, oracles")
     report.add_argument("--zoo", type=Path, default=None, help=f"zoo folder (default: {DEFAULT_OUT})")
-    report.add_argument("--limit", type=int, default=None, help="score only the first N problems of each benchmark")
-    report.add_argument("--data-seed", type=int, default=None,
+    report.add_argument("--limit", type=count(1), default=None, help="score only the first N problems of each benchmark")
+    report.add_argument("--data-seed", type=count(0), default=None,
                         help="score on a fresh draw instead of the test splits")
     report.add_argument("--out", type=Path, default=None, help="also write the report as JSON here")
     report.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -67,8 +68,6 @@ def _build(args: argparse.Namespace) -> int:
     existing = [name for name in names if (out / name).exists()]
     if existing and not args.overwrite:
         raise EvoVLMError(f"{out} already holds {', '.join(existing)}; pass --overwrite to rebuild them")
-    if args.threads < 0:
-        raise EvoVLMError(f"--threads must be >= 0, got {args.threads}")
     settings = ZooSettings.quick() if args.quick else ZooSettings()
     if args.threads:
         from dataclasses import replace
@@ -94,9 +93,6 @@ def _evolve(args: argparse.Namespace) -> int:
     from evovlm.zoo.evolution import EvolveBudget, format_table, install_models, zoo_evolution
 
     zoo = _built_zoo(args.zoo)
-    for name in ("ps_trials", "dfs_generations", "dfs_workers", "limit"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise EvoVLMError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     budget = EvolveBudget()
     if args.ps_trials:
         budget = replace(budget, ps_trials=args.ps_trials)
@@ -118,8 +114,6 @@ def _report(args: argparse.Namespace) -> int:
     from evovlm.io.atomic import write_atomic
     from evovlm.zoo.report import acceptance_report, format_report
 
-    if args.limit is not None and args.limit < 1:
-        raise EvoVLMError(f"--limit must be a positive number of problems, got {args.limit}")
     zoo = _built_zoo(args.zoo)
     report = acceptance_report(zoo, limit=args.limit, data_seed=args.data_seed, progress=not args.quiet)
     print(format_report(report))
