@@ -11,12 +11,15 @@ import json
 import random
 import struct
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 
-TINY = Path(__file__).resolve().parent.parent / "examples" / "tiny"
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "examples" / "tiny"
 
 
 # -- fabricated inputs (shared with test_app_e2e.py) -------------------------------------------------
@@ -218,7 +221,7 @@ _calls = 0
 
 
 def sphere_blocking(genes) -> float:
-    """-sum((genes - SPHERE_TARGET)^2), the built-in sphere; with $EVOVLM_TEST_BLOCK set, a process that
+    """-sum((genes - SPHERE_TARGET)^2) over the genes there are, as the built-in sphere; with $EVOVLM_TEST_BLOCK set, a process that
     has scored N candidates writes FILE and hangs in the next one, so a test can kill -9 it mid-generation
     without racing the clock."""
     import os
@@ -235,4 +238,52 @@ def sphere_blocking(genes) -> float:
             while True:
                 time.sleep(60)
     _calls += 1
-    return -float(np.sum((np.asarray(genes, dtype=float) - np.asarray(SPHERE_TARGET)) ** 2))
+    genes = np.asarray(genes, dtype=float)
+    return -float(np.sum((genes - np.asarray(SPHERE_TARGET[:genes.size])) ** 2))
+
+
+# -- the demo app in a subprocess -------------------------------------------------------------------------
+
+@contextmanager
+def running_app(root: Path, *args: str) -> Iterator[str]:
+    """``python app.py ARGS`` on a free port of 127.0.0.1, offline; yields its URL, stops it after.
+    The server's output goes to ``root/server.log``."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = root / "server.log"
+    # The port through Gradio's variable (--port works the same); no host given: 127.0.0.1.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "GRADIO_SERVER_PORT": str(port)}
+    env.pop("GRADIO_SERVER_NAME", None)
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", *args], cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        started, url = time.monotonic(), None
+        while time.monotonic() - started < 90 and url is None:
+            if proc.poll() is not None:
+                pytest.fail(f"app exited with {proc.returncode}:\n{log.read_text()}")
+            for line in log.read_text().splitlines():
+                if line.startswith("Running on local URL:"):
+                    url = line.split()[-1]
+            time.sleep(0.2)
+        if url is None:
+            pytest.fail(f"app did not start:\n{log.read_text()}")
+        print(f"app started in {time.monotonic() - started:.1f} s at {url}")
+        assert url.startswith(f"http://127.0.0.1:{port}")  # binds the loopback address by default
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,17 +18,11 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from helpers import TINY, make_results, make_run_dir, png_header_only  # noqa: E402
+from helpers import TINY, make_results, make_run_dir, png_header_only, running_app  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 JA_QUESTION = "この画像には何が写っていますか？"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _models_yaml(root: Path) -> Path:
@@ -71,37 +62,9 @@ def app(tmp_path_factory):
     make_run_dir(root / "runs" / "run-ps")
     make_run_dir(root / "runs" / "run-dfs", dfs=True)
     make_results(root / "results")
-    port = _free_port()
-    log = root / "server.log"
-    # The port through Gradio's variable (--port works the same); no host given: 127.0.0.1.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-           "GRADIO_SERVER_PORT": str(port)}
-    env.pop("GRADIO_SERVER_NAME", None)
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "app.py", "--models", str(_models_yaml(root)), "--runs-dir", str(root / "runs"), "--allowed-path", str(root), "--concurrency", "2"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    started = time.monotonic()
-    url = None
-    while time.monotonic() - started < 90 and url is None:
-        if proc.poll() is not None:
-            pytest.fail(f"app exited with {proc.returncode}:\n{log.read_text()}")
-        for line in log.read_text().splitlines():
-            if line.startswith("Running on local URL:"):
-                url = line.split()[-1]
-        time.sleep(0.2)
-    if url is None:
-        proc.terminate()
-        pytest.fail(f"app did not start:\n{log.read_text()}")
-    print(f"app started in {time.monotonic() - started:.1f} s at {url}")
-    assert url.startswith(f"http://127.0.0.1:{port}")  # binds the loopback address by default
-    yield url, root
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with running_app(root, "--models", str(_models_yaml(root)), "--runs-dir", str(root / "runs"),
+                     "--allowed-path", str(root), "--concurrency", "2") as url:
+        yield url, root
 
 
 @pytest.fixture(scope="module")

@@ -339,8 +339,9 @@ def _as_rgb(image: Any) -> Any:
 def _load(auto_cls: Any, path: str | Path, **kwargs: Any) -> Any:
     try:
         return auto_cls.from_pretrained(str(path), local_files_only=True, trust_remote_code=False, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        raise EvoVLMError(f"cannot load {auto_cls.__name__} from {path}: {exc}") from None
+    except Exception as exc:  # damaged weights, refused pickles, configs this transformers cannot read
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EvoVLMError(f"cannot load {auto_cls.__name__} from {path}: {first_line}") from None
 
 
 def load_runner(path: str | Path, *, device: str | None = None, dtype: str | None = None,
