@@ -64,7 +64,8 @@ def synthetic_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str], list[s
     refs = ["".join(rng.choices(words, k=rng.randint(4, 14))) for _ in range(n)]
     preds = ["".join(rng.choices(words, k=rng.randint(2, 20))) for _ in range(n)]
     golds = [str(rng.randint(1, 5000)) for _ in range(n)]
-    replies = [f"まず{rng.randint(1, 99)}個あります。次に{rng.randint(1, 99)}を足します。答えは{g if rng.random() < .5 else rng.randint(1, 5000)}です。"
+    replies = [f"まず{rng.randint(1, 99)}個あります。次に{rng.randint(1, 99)}を足します。"
+               f"答えは{g if rng.random() < .5 else rng.randint(1, 5000)}です。"
                for g in golds]
     return refs, preds, golds, replies
 

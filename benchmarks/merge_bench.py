@@ -6,9 +6,10 @@ Builds (once) a base and three synthetic fine-tunes (hidden 2048, 16 layers, int
 5632, vocab 32000, 32 heads / 8 KV heads), then times, each in a fresh subprocess:
 disk-to-disk TIES, DARE-TIES and task arithmetic, and an in-memory task-arithmetic
 re-merge into a live model with the sources already resident (a second candidate after a
-first one has paged the memory-mapped sources in, as in an evolution). Prints seconds, GB/s of source weights read and peak memory
-(VmHWM, which counts touched memory-mapped source pages, and the peak of anonymous
-memory alone, sampled every 20 ms). Needs ~14 GB of disk and ~10 GB of RAM.
+first one has paged the memory-mapped sources in, as in an evolution). Prints seconds, GB/s
+of source weights read and peak memory (VmHWM, which counts touched memory-mapped source
+pages, and the peak of anonymous memory alone, sampled every 20 ms). Needs ~14 GB of disk
+and ~10 GB of RAM.
 """
 
 from __future__ import annotations

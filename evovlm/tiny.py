@@ -70,8 +70,13 @@ def perturbed_copy(model, seed: int, scale: float = 0.02):
 
 def tiny_vlm(seed: int, language_model=None, *, next_variant: bool = False, extra_rows: int = 8):
     """A tiny Llava (or LlavaNext) whose language tower copies ``language_model`` (vocab grown by ``extra_rows``)."""
-    from transformers import (CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig,
-                              LlavaNextForConditionalGeneration)
+    from transformers import (
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+    )
 
     tokenizer = tiny_tokenizer()
     vocab_size = len(tokenizer) + extra_rows  # like LLaVA-1.6-Mistral's 32064 vs 32000 rows
@@ -124,12 +129,12 @@ def tiny_processor(next_variant: bool = False):
         image_processor = LlavaNextImageProcessorPil(size=size, crop_size=crop,
                                                   image_grid_pinpoints=[[32, 32], [32, 64], [64, 32]])
         return LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
-                                  vision_feature_select_strategy="default", image_token=IMAGE_TOKEN, num_additional_image_tokens=1,
-                                  chat_template=chat_template)
+                                  vision_feature_select_strategy="default", image_token=IMAGE_TOKEN,
+                                  num_additional_image_tokens=1, chat_template=chat_template)
     image_processor = CLIPImageProcessorPil(size=size, crop_size=crop)
     return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
-                          vision_feature_select_strategy="default", image_token=IMAGE_TOKEN, num_additional_image_tokens=1,
-                          chat_template=chat_template)
+                          vision_feature_select_strategy="default", image_token=IMAGE_TOKEN,
+                          num_additional_image_tokens=1, chat_template=chat_template)
 
 
 def build_tiny_family(out_dir: str | Path) -> dict[str, Path]:

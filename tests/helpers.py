@@ -17,7 +17,6 @@ from typing import Iterator
 
 import torch
 
-
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "examples" / "tiny"
 
@@ -147,7 +146,13 @@ def tiny_causal_lm(seed: int = 0):
 
 
 def tiny_llava(seed: int = 0):
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tokenizer = tiny_tokenizer(image_token=True)
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
@@ -221,9 +226,9 @@ _calls = 0
 
 
 def sphere_blocking(genes) -> float:
-    """-sum((genes - SPHERE_TARGET)^2) over the genes there are, as the built-in sphere; with $EVOVLM_TEST_BLOCK set, a process that
-    has scored N candidates writes FILE and hangs in the next one, so a test can kill -9 it mid-generation
-    without racing the clock."""
+    """-sum((genes - SPHERE_TARGET)^2) over the genes there are, as the built-in sphere; with
+    $EVOVLM_TEST_BLOCK set, a process that has scored N candidates writes FILE and hangs in the next
+    one, so a test can kill -9 it mid-generation without racing the clock."""
     import os
     import time
 

@@ -133,7 +133,8 @@ def test_case_study_browser_loads_results_files(app, client):
     assert "A wins 2, B wins 1, ties 1" in summary and metric["value"] == "rougeL_ja"  # a dropdown update
     assert [value for value, _ in metric["choices"]] == ["rougeL_ja", "rougeL", "rouge1", "rouge2"]
     assert [row[1] for row in table["data"]] == ["q0", "q1", "q2", "q3"]
-    assert (question, reference, resp_a, resp_b) == ("画像0には何がありますか？", "赤いりんご", "赤いりんごです", "りんご")
+    assert (question, reference, resp_a, resp_b) == (
+        "画像0には何がありますか？", "赤いりんご", "赤いりんごです", "りんご")
     assert image and Path(image).is_file() and "rougeL_ja = 80.0" in detail
     out = client.predict(a, b, "rougeL_ja", "B wins", "index", "", 0, api_name="/cases")
     assert [row[1] for row in out[2]["data"]] == ["q2"] and out[7] == "犬がいます"

@@ -415,3 +415,24 @@ def test_case_browser_reads_what_evaluate_writes(tmp_path):
     cases = case_lib.pair(loaded, loaded, "rougeL_ja")
     assert [c.id for c in cases] == ["s0", "s1"] and all(c.diff == 0 for c in cases)
     assert cases[1].image == str(images[1]) and cases[1].reference == "青"
+
+
+def test_the_demo_finds_the_zoo_without_installed_entry_points():
+    """`python app.py` in a checkout never pip-installed (a Space built from requirements.txt) has no
+    entry points: the app registers the zoo itself, once."""
+    import subprocess
+    import sys
+
+    code = ("import evovlm.plugins as plugins\n"
+            "plugins.entry_points = lambda group: []\n"  # what an uninstalled checkout sees
+            "from evovlm.io.resolve import known_prefixes, resolve_model_path\n"
+            "plugins.load_plugins()\n"
+            "assert 'zoo:' not in known_prefixes()\n"
+            "from evovlm.app.cli import ensure_zoo\n"
+            "ensure_zoo(); ensure_zoo()\n"
+            "print(resolve_model_path('zoo:vlm').name)\n"
+            "from evovlm.eval.prompts import template_names\n"
+            "print('zoo-qa' in template_names())\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["vlm", "True"]

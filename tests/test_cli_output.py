@@ -127,7 +127,8 @@ def test_progress_bars_write_whole_lines_to_a_file_or_pipe():
 def test_a_merge_logged_to_a_pipe_has_no_carriage_returns(tmp_path):
     tiny = ROOT / "examples" / "tiny"
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"method: linear\nmodels:\n  - model: {tiny / 'ja'}\n  - model: {tiny / 'math'}\n", encoding="utf-8")
+    recipe.write_text(f"method: linear\nmodels:\n  - model: {tiny / 'ja'}\n  - model: {tiny / 'math'}\n",
+                      encoding="utf-8")
     result = subprocess.run([sys.executable, "-m", "evovlm.cli", "merge", str(recipe), "--out", str(tmp_path / "out")],
                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
     assert result.returncode == 0, result.stderr

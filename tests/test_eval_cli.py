@@ -14,7 +14,6 @@ from evovlm.cli import main
 from evovlm.eval import benchmarks
 from evovlm.eval.benchmarks import load_benchmark
 from evovlm.eval.evaluate import SAMPLE_FIELDS, evaluate
-
 from helpers import random_images, tiny_causal_lm, tiny_llava
 
 TOP_LEVEL = {"schema_version", "model", "bench", "kind", "metric", "split", "data_seed", "data_source", "config",
@@ -61,7 +60,8 @@ def test_eval_mgsm_end_to_end(lm_dir, mgsm_tsv, tmp_path, capsys):
     assert "acc" in printed and "acc_ja" in printed and str(out) in printed
     results = json.loads(out.read_text(encoding="utf-8"))
     assert set(results) == TOP_LEVEL
-    assert (results["bench"], results["kind"], results["metric"], results["split"]) == ("mgsm-ja", "math", "mgsm", "test")
+    assert (results["bench"], results["kind"], results["metric"], results["split"]) == (
+        "mgsm-ja", "math", "mgsm", "test")
     assert results["model"] == str(lm_dir) and results["data_source"] == str(mgsm_tsv)
     config = results["config"]
     assert (config["template"], config["max_new_tokens"], config["batch_size"], config["num_beams"]) == (
@@ -82,7 +82,8 @@ def test_eval_vqa_end_to_end(vlm_dir, tmp_path):
     for i, image in enumerate(random_images(2)):
         image.save(tmp_path / f"{i}.png")
     data = tmp_path / "vqa.jsonl"
-    data.write_text("".join(json.dumps({"image": f"{i}.png", "qas": [{"question": "何が見えますか？", "answer": "赤い車"}]},
+    data.write_text("".join(json.dumps({"image": f"{i}.png",
+                                        "qas": [{"question": "何が見えますか？", "answer": "赤い車"}]},
                                        ensure_ascii=False) + "\n" for i in range(2)), encoding="utf-8")
     out = tmp_path / "vqa.json"
     assert run_cli("--model", vlm_dir, "--bench", "ja-vg-vqa-500", "--data", data, "--out", out,

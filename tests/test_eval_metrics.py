@@ -10,14 +10,14 @@ from evovlm.errors import EvoVLMError
 from evovlm.eval.langid import is_japanese, prob_japanese
 from evovlm.eval.metrics import (
     METRICS,
+    content_correct,
     extract_answer,
     extract_answer_legacy,
+    is_pure_japanese,
     mean_and_ci,
     mgsm_sample,
     parse_number,
     rouge_ja_sample,
-    content_correct,
-    is_pure_japanese,
     score_mgsm,
     score_rouge_ja,
 )

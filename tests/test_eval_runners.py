@@ -22,6 +22,7 @@ from evovlm.eval.runners import (
 )
 from helpers import random_images, random_prompts, tiny_causal_lm, tiny_llava, tiny_tokenizer
 
+
 def one_by_one(model, tokenizer, prompts_: list[str], *, max_new_tokens: int, repetition_penalty: float = 1.0):
     """Reference: plain transformers generate on each prompt alone (no padding at all)."""
     texts = []
@@ -126,7 +127,8 @@ def test_text_runner_refuses_images():
 def test_paper_templates():
     assert prompts.JA_ALPACA_COT.split("\n")[0].endswith("一歩一歩考えましょう。")
     assert prompts.build_prompt("ja-alpaca-cot", "1+1は？").endswith("### 指示:\n1+1は？\n\n### 応答:")
-    assert prompts.build_prompt("ja-shisa-vqa", "何？", image_token="<image>").endswith("<</SYS>>\n\n<image>\n何？ [/INST]")
+    assert prompts.build_prompt("ja-shisa-vqa", "何？", image_token="<image>").endswith(
+        "<</SYS>>\n\n<image>\n何？ [/INST]")
     assert prompts.build_prompt("plain", "{braces}") == "{braces}"
     with pytest.raises(EvoVLMError, match="unknown prompt template"):
         prompts.build_prompt("nope", "q")

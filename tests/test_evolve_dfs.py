@@ -13,10 +13,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import evovlm  # noqa: F401  (registers the DFS classes with transformers)
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM
 
+import evovlm.dfs.auto  # noqa: F401  (registers the DFS classes with transformers)
 from evovlm.dfs.configuration import EvoDFSConfig
 from evovlm.dfs.modeling import CACHE_ARG, EvoDFSForCausalLM
 from evovlm.tiny import perturbed_copy, tiny_causal_lm
@@ -140,10 +140,12 @@ def test_left_padded_batches_match_single_rows(models):
     assert torch.equal(batched[:, 3:], single)
 
 
-def test_import_evovlm_stays_cheap_and_registers_lazily():
-    code = ("import sys, evovlm\n"
+def test_import_evovlm_stays_cheap_and_registration_is_explicit():
+    code = ("import sys, evovlm, evovlm.cli\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'import evovlm got heavy'\n"
             "from transformers.models.auto.configuration_auto import CONFIG_MAPPING\n"
+            "assert 'evovlm_dfs' not in CONFIG_MAPPING\n"
+            "import evovlm.dfs.auto\n"
             "assert 'evovlm_dfs' in CONFIG_MAPPING\n"
             "print('ok')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,

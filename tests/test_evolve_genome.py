@@ -15,6 +15,7 @@ from evovlm.cli import main
 from evovlm.errors import EvoVLMError
 from evovlm.evolve.config import config_from_dict
 from evovlm.evolve.genome import DFSGenome, PSGenome, layer_groups
+from evovlm.evolve.preflight import preflight
 from evovlm.merge.recipe import recipe_from_dict, resolve_param
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny"
@@ -166,6 +167,9 @@ def test_dfs_round_trips_and_options():
     ({"fitness": {"synthetic": "rosenbrock"}}, "neither a built-in objective"),
     ({"fitness": {"callable": "no_such_module:f"}}, "cannot import"),
     ({"fitness": {"benchmark": "mgsm-ja", "generation": {"max_tokens": 5}}}, "unknown generation setting"),
+    ({"fitness": {"benchmark": "mgsm-ja", "metric": {}}}, "fitness.metric: a summary key, or a non-empty mapping"),
+    ({"fitness": {"benchmark": "mgsm-ja", "metric": {"acc": "high"}}}, "fitness.metric.acc: expected a number"),
+    ({"fitness": {"benchmark": "mgsm-ja", "metric": 5}}, "fitness.metric: a summary key, or a mapping"),
     ({"test": {"benchmark": "mgsm-ja"}}, "must all be synthetic or all score models"),
     ({"mode": "dfs"}, "needs a 'dfs' section"),
     ({"dfs": {"model_a": JA, "model_b": MATH}}, "mode is ps"),
@@ -191,7 +195,7 @@ def test_bad_configs_name_the_problem(change, message):
         else:
             data[key] = value
     with pytest.raises(EvoVLMError) as caught:
-        config_from_dict(data)
+        preflight(config_from_dict(data))  # the config's own checks, then what needs the models
     assert message in str(caught.value)
 
 

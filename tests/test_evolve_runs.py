@@ -124,3 +124,22 @@ def test_ps_plus_dfs_hybrid_builds_a_loadable_dfs_model(tmp_path):
     dfs_config = json.loads((run / "dfs" / "model" / "config.json").read_text())
     assert dfs_config["model_type"] == "evovlm_dfs"
     assert json.loads((run / "summary.json").read_text())["stages"]["ps"]["model_dir"] == ps["model_dir"]
+
+
+def test_a_fitness_can_weigh_several_summary_keys():
+    from evovlm.eval.runners import load_runner
+    from evovlm.evolve.config import config_from_dict
+    from evovlm.evolve.evaluators import make_scorer
+    from evovlm.io.resolve import resolve_model_path
+
+    config = config_from_dict({"mode": "ps", "ps": ps_section(), "fitness": {
+        "benchmark": "mgsm-ja", "limit": 2, "metric": {"acc": 1.0, "rougeL": 0.5},
+        "generation": {"max_new_tokens": 4}}})
+    with pytest.raises(Exception, match="'rougeL' is not in the mgsm-ja summary"):
+        make_scorer(config.fitness)(load_runner(TINY / "ja"))
+    # the zoo's MATH expert: right on every problem (acc 100), in English (acc_ja 0)
+    config = config_from_dict({"mode": "ps", "ps": ps_section(), "fitness": {
+        "benchmark": "zoo-mgsm-ja", "split": "dev", "limit": 4, "metric": {"acc": 0.5, "acc_ja": 2.0}}})
+    fitness, summary, label = make_scorer(config.fitness)(load_runner(resolve_model_path("zoo:math")))
+    assert (summary["acc"], summary["acc_ja"]) == (100.0, 0.0)
+    assert fitness == 50.0 and label == "0.5*acc + 2*acc_ja"

@@ -169,7 +169,8 @@ def test_a_multi_megabyte_prediction_is_scored_not_a_crash(tmp_path):
     assert samples[0]["truncated_chars"] == {"prediction": 3_000_000} and "truncated_chars" not in samples[1]
     assert samples[1]["rougeL_ja"] == 100.0
     mgsm = tmp_path / "m.jsonl"
-    mgsm.write_text(json.dumps({"answer": 18, "prediction": "計算" * 2_000_000 + "答えは18です"}) + "\n", encoding="utf-8")
+    mgsm.write_text(json.dumps({"answer": 18, "prediction": "計算" * 2_000_000 + "答えは18です"}) + "\n",
+                    encoding="utf-8")
     result = cli("score", mgsm, "--metric", "mgsm")
     assert result.returncode == 0 and "acc_ja" in result.stdout, result.stderr[-2000:]
 
@@ -396,7 +397,8 @@ def test_a_long_chat_history_through_the_api_stays_bounded(hostile_app):
     def message(role: str, text: str) -> dict:
         return {"role": role, "content": [{"type": "text", "text": text}]}
 
-    history = [message(role, text) for _ in range(7) for role, text in (("user", "質問" * 2000), ("assistant", "答え" * 2000))]
+    history = [message(role, text) for _ in range(7)
+               for role, text in (("user", "質問" * 2000), ("assistant", "答え" * 2000))]
     started = time.monotonic()
     out = client.predict("こんにちは", history, history, "tiny-math", "tiny-ja", "model default", 1, 8, 1.0,
                          api_name="/chat")

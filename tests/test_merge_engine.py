@@ -614,7 +614,8 @@ def test_existing_output_needs_overwrite_and_overwrite_replaces_it(family, tmp_p
     first = (merged / "model.safetensors").stat().st_ino
     code, _, err = run_cli(capsys, str(config), "--out", str(merged), "--overwrite", "--quiet", "--seed", "3")
     assert code == 0, err
-    assert (merged / "model.safetensors").stat().st_ino != first and "seed: 3" in (merged / "evovlm_recipe.yaml").read_text()
+    assert (merged / "model.safetensors").stat().st_ino != first \
+        and "seed: 3" in (merged / "evovlm_recipe.yaml").read_text()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".out.", ".merged."))] == []
 
     # an existing but empty directory is fine without --overwrite

@@ -11,16 +11,24 @@ import os
 import subprocess
 import sys
 
-import pytest
 import numpy as np
+import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from evovlm.merge import methods
 from evovlm.merge.methods import ALIASES, CHUNK_ELEMENTS, METHODS, get_method
-from evovlm.merge.sparsify import (KEEP_ALL, KEEP_NONE, bf16_delta_cut, dare_keep_mask, kth_largest_magnitude,
-                                   magnitude_cut, magnitude_keep_threshold, tensor_seed)
+from evovlm.merge.sparsify import (
+    KEEP_ALL,
+    KEEP_NONE,
+    bf16_delta_cut,
+    dare_keep_mask,
+    kth_largest_magnitude,
+    magnitude_cut,
+    magnitude_keep_threshold,
+    tensor_seed,
+)
 
 
 def _isolated(fn):
@@ -354,8 +362,10 @@ def test_dare_l1_rescale_hand_computed():
     out = dare_linear(BASE8(), [BASE8() + D1()], [1.0], [0.5], seeds=[3], rescale="l1")
     close(out, BASE8() + T(0, 0, 60 / 13, 80 / 13, 0, -40 / 13, 0, -80 / 13), atol=1e-5)
     # rescale=False / None: no rescaling at all
-    close(dare_linear(BASE8(), [BASE8() + D1()], [1.0], [0.5], seeds=[3], rescale=False), BASE8() + T(0, 0, 3, 4, 0, -2, 0, -4))
-    close(dare_linear(BASE8(), [BASE8() + D1()], [1.0], [0.5], seeds=[3], rescale=None), BASE8() + T(0, 0, 3, 4, 0, -2, 0, -4))
+    close(dare_linear(BASE8(), [BASE8() + D1()], [1.0], [0.5], seeds=[3], rescale=False),
+          BASE8() + T(0, 0, 3, 4, 0, -2, 0, -4))
+    close(dare_linear(BASE8(), [BASE8() + D1()], [1.0], [0.5], seeds=[3], rescale=None),
+          BASE8() + T(0, 0, 3, 4, 0, -2, 0, -4))
     with pytest.raises(ValueError, match="rescale"):
         dare_linear(BASE8(), [BASE8() + D1()], [1.0], [0.5], seeds=[3], rescale="l7")
 

@@ -156,7 +156,8 @@ def test_to_yaml_round_trips(tmp_path):
 @pytest.mark.parametrize("data, message", [
     ({"method": "slerp", "base_model": "b", "models": [{"model": "x"}]}, "unknown merge method 'slerp'"),
     ({"method": "ties", "models": [{"model": "x"}]}, "needs a base_model"),
-    ({"method": "ties", "base_model": "b", "models": [{"model": "x", "density": 1.5}]}, r"density 1.5 outside \[0, 1\]"),
+    ({"method": "ties", "base_model": "b", "models": [{"model": "x", "density": 1.5}]},
+     r"density 1.5 outside \[0, 1\]"),
     ({"method": "ties", "base_model": "b", "models": [{"model": "x", "density": -0.1}]}, r"outside \[0, 1\]"),
     ({"method": "ties", "base_model": "b", "models": [{"model": "x", "density": {"default": 0.5, "layers.2": 2}}]},
      r"density 2.0 outside \[0, 1\]"),

@@ -145,7 +145,10 @@ def _run_server(command: str, cwd: Path, env: dict[str, str], ready: str) -> str
                 return "".join(seen)
         raise AssertionError(f"{command!r} never printed {ready!r}:\n{''.join(seen)}")
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:  # it exited on its own (the failure above says why)
+            pass
         process.wait(30)
 
 

@@ -109,7 +109,28 @@ def test_report_measures_every_row_and_criterion(quick_zoo, tmp_path, capsys):
     assert len(report["rows"]) == 13 and all(row["n"] == 2 for row in report["rows"])
     assert len(report["checks"]) == 7
     assert "| criterion | result | numbers |" in capsys.readouterr().out
+    assert report["split"] == "test"
     assert main(["zoo", "report", "--zoo", str(tmp_path)]) == 2  # not a zoo: a clear error
+    # design decisions look at dev; a fresh draw replaces the split, so the two do not combine
+    assert main(["zoo", "report", "--zoo", str(quick_zoo), "--limit", "1", "--quiet", "--split", "dev",
+                 "--out", str(out)]) in (0, 1)
+    assert json.loads(out.read_text())["split"] == "dev"
+    assert main(["zoo", "report", "--zoo", str(quick_zoo), "--split", "dev", "--data-seed", "1"]) == 2
+    assert "cannot be combined with --split" in capsys.readouterr().err
+
+
+def test_build_settings_changes_are_typed_and_checked(tmp_path, capsys):
+    from evovlm.zoo.build import ZooSettings
+
+    changed = ZooSettings().with_changes(["ja_steps=1600", "ja_lr=1e-4", "vlm_ja_work=all"])
+    assert (changed.ja_steps, changed.ja_lr, changed.vlm_ja_work) == (1600, 1e-4, "all")
+    assert changed.math_steps == ZooSettings().math_steps
+    refused = (("bogus=1", "one of hidden"), ("ja_steps=many", "ja_steps takes a value of type int"),
+               ("ja_steps", "NAME=VALUE"))
+    for change, words in refused:
+        assert main(["zoo", "build", "--quick", "--out", str(tmp_path / "zoo"), "--set", change]) == 2
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "zoo").exists()
 
 
 def test_example_oracle_recipes_match_the_report():
@@ -131,8 +152,17 @@ def test_example_oracle_recipes_match_the_report():
 def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zoo, tmp_path, capsys):
     import shutil
 
-    from evovlm.zoo.evolution import (DFS_ROW, HYBRID_ROW, PS_ROW, VLM_ROW, EvolveBudget, evolution_checks,
-                                      format_table, install_models, zoo_evolution)
+    from evovlm.zoo.evolution import (
+        DFS_ROW,
+        HYBRID_ROW,
+        PS_ROW,
+        VLM_ROW,
+        EvolveBudget,
+        evolution_checks,
+        format_table,
+        install_models,
+        zoo_evolution,
+    )
 
     budget = EvolveBudget(ps_trials=1, dfs_generations=1, dfs_workers=1, hybrid_generations=1, vlm_trials=1,
                           repeats=1, fitness_limit=2)
@@ -175,8 +205,8 @@ def test_sign_test_and_beats_claims_on_hand_counted_rows():
     from evovlm.zoo.evolution import DFS_ROW, evolution_checks, sign_test
 
     def row(model, bits, bench="zoo-mgsm-ja"):
-        return {"model": model, "benchmark": bench, "n": len(bits), "acc_ja": round(100 * bits.count("1") / len(bits), 1),
-                "correct_ja": bits}
+        acc_ja = round(100 * bits.count("1") / len(bits), 1)
+        return {"model": model, "benchmark": bench, "n": len(bits), "acc_ja": acc_ja, "correct_ja": bits}
 
     # pairs (1,0) (1,1) (0,1) (1,0): 2 won, 1 lost; P(X >= 2 | 3 fair coins) = (3 + 1) / 8
     assert sign_test([row("a", "1101"), row("b", "0110")], "a", "b") == (2, 1, 0.5)
@@ -193,14 +223,16 @@ def test_sign_test_and_beats_claims_on_hand_counted_rows():
         rows[1] = row("ja", "1111" + "0" * 496)
         rows.append(row(DFS_ROW, dfs_bits))
         rows += [{"model": name, "benchmark": "zoo-vqa-ja", "rougeL_ja": value, "content_ja": value}
-                 for name, value in (("vlm", 0.0), ("evolved VLM (PS)", 50.0), ("oracle: VLM inside, JA output blocks", 40.0))]
+                 for name, value in (("vlm", 0.0), ("evolved VLM (PS)", 50.0),
+                                     ("oracle: VLM inside, JA output blocks", 40.0))]
         return {c["criterion"]: c for c in evolution_checks(rows)}
 
     checks = table("0000" + "111111" + "0" * 490)  # 6 right, none shared with ja's 4: 6 won, 4 lost
     assert not checks["DFS beats every source"]["passed"]
     assert "6 problems won, 4 lost, p = 0.38" in checks["DFS beats every source"]["numbers"]
     checks = table("0000" + "1" * 27 + "0" * 469)  # 27 won, 4 lost: p = 1.7e-5
-    assert checks["DFS beats every source"]["passed"] and checks["PS beats every source and every uniform merge"]["passed"]
+    assert checks["DFS beats every source"]["passed"]
+    assert checks["PS beats every source and every uniform merge"]["passed"]
 
     # the oracle (80.0) gains 79.2 points over the best source (ja, 0.8): PS must recover 80% of them
     recovered = "PS recovers >= 80% of the oracle's gain over the best source"

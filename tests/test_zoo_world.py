@@ -180,4 +180,5 @@ def test_reply_log_probability_fitness_against_hand_computed_values():
     assert mgsm_ja_reply_logprob(_CopyLM(vocabulary), tokenizer) == pytest.approx(0.0, abs=1e-6)
     # only the reply's tokens count: a model perfect on the prompt alone scores like the uniform one
     colon = tokenizer.convert_tokens_to_ids(":")
-    assert mgsm_ja_reply_logprob(_CopyLM(vocabulary, colon), tokenizer) == pytest.approx(-math.log(vocabulary), rel=1e-6)
+    expected = pytest.approx(-math.log(vocabulary), rel=1e-6)
+    assert mgsm_ja_reply_logprob(_CopyLM(vocabulary, colon), tokenizer) == expected

@@ -86,7 +86,8 @@ def read_results(path: str | os.PathLike) -> Results:
     if not isinstance(data, dict) or not isinstance(data.get("samples"), list):
         raise UserError(f"{path.name} is not an `evovlm eval` results file (no 'samples' list).")
     if data.get("schema_version", 1) != 1:
-        raise UserError(f"{path.name}: results schema version {data.get('schema_version')} is not supported (expected 1).")
+        raise UserError(f"{path.name}: results schema version {data.get('schema_version')} "
+                        "is not supported (expected 1).")
     samples = [s for s in data["samples"] if isinstance(s, dict)]
     metric = str(data.get("metric") or _guess_metric(samples))
     summary = data.get("summary")

@@ -25,15 +25,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", metavar="FILE",
                         help="models YAML (default: $EVOVLM_APP_MODELS, else the shipped evovlm/app/models.yaml)")
     parser.add_argument("--host", help="address to bind (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
-    parser.add_argument("--port", type=count(1, 65535), help="port (default: $GRADIO_SERVER_PORT, else the first free from 7860)")
-    parser.add_argument("--max-models", type=count(1), metavar="N", help="models kept loaded (default: the YAML's cache.max_resident)")
+    parser.add_argument("--port", type=count(1, 65535),
+                        help="port (default: $GRADIO_SERVER_PORT, else the first free from 7860)")
+    parser.add_argument("--max-models", type=count(1), metavar="N",
+                        help="models kept loaded (default: the YAML's cache.max_resident)")
     parser.add_argument("--concurrency", type=count(1), metavar="N",
                         help="generation requests run at once (default: 2 on a GPU, else cores/2, at least 1)")
-    parser.add_argument("--queue-size", type=count(1), default=64, help="requests waiting before new ones are turned away")
+    parser.add_argument("--queue-size", type=count(1), default=64,
+                        help="requests waiting before new ones are turned away")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bf16/fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--runs-dir", action="append", default=[], metavar="DIR",
-                        help="folder with evovlm evolve runs (repeatable; also $EVOVLM_APP_RUNS; default: ./runs, ./out)")
+                        help="folder with evovlm evolve runs (repeatable; also $EVOVLM_APP_RUNS; "
+                             "default: ./runs, ./out)")
     parser.add_argument("--allowed-path", action="append", default=[], metavar="DIR",
                         help="extra folder the case-study browser may show images from (repeatable)")
     parser.add_argument("--download", action="store_true", default=os.environ.get("EVOVLM_APP_DOWNLOAD") == "1",
@@ -58,10 +62,26 @@ def _default_concurrency(on_gpu: bool) -> int:
     return max(1, (os.cpu_count() or 2) // 2)  # each generation uses several cores already
 
 
+def ensure_zoo() -> None:
+    """Register the zoo plugin by hand when no installed metadata did: ``python app.py`` in a
+    checkout that was never ``pip install``-ed (a Space built from requirements.txt alone) has no
+    entry points, and the demo's default models are the zoo's."""
+    from evovlm.io.resolve import known_prefixes
+    from evovlm.zoo import PREFIX
+
+    if PREFIX not in known_prefixes():
+        from evovlm.zoo.plugin import register
+
+        register()
+
+
 def run(args: argparse.Namespace) -> int:
     from evovlm.app.cache import ModelCache, runner_loader, warm_imports
     from evovlm.app.config import Registry, load_config
+    from evovlm.plugins import load_plugins
 
+    load_plugins()  # the zoo's models, benchmarks and prompt template
+    ensure_zoo()
     if not args.download:  # before huggingface_hub is imported: it reads this once
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = load_config(args.models)
@@ -106,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     host = args.host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     available = sum(registry.status(m.name).ok for m in config.models)
     print(f"EvoVLM demo: {available}/{len(config.models)} models available ({config.source}); "
-          f"{'GPU' if on_gpu else 'CPU'}, {concurrency} generation(s) at a time, at most {max_models} models loaded", flush=True)
+          f"{'GPU' if on_gpu else 'CPU'}, {concurrency} generation(s) at a time, "
+          f"at most {max_models} models loaded", flush=True)
     theme = gr.themes.Default(font=[gr.themes.LocalFont("Source Sans Pro"), "Noto Sans CJK JP", "Noto Sans JP",
                                     "ui-sans-serif", "system-ui", "sans-serif"])
     _, local_url, _ = blocks.launch(

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-
 from evovlm.arch import is_vlm_config
 from evovlm.errors import EvoVLMError
-from evovlm.io.resolve import hub_id
+from evovlm.io.resolve import hub_id, prefixed
 from evovlm.io.yamlfile import read_yaml_file
 
 SHIPPED_MODELS = Path(__file__).with_name("models.yaml")
@@ -105,7 +104,7 @@ def _overlay(base: Any, data: Any, where: str) -> Any:
 
 def _resolve_ref(ref: str, base_dir: Path) -> str:
     """Relative local paths are relative to the YAML file; zoo names and repo ids pass through."""
-    if ref.startswith("zoo:") or Path(ref).is_absolute() or ref.startswith("~"):
+    if prefixed(ref) or Path(ref).is_absolute() or ref.startswith("~"):
         return ref
     candidate = base_dir / ref
     return str(candidate.resolve()) if candidate.exists() or ref.startswith(".") else ref

@@ -49,7 +49,8 @@ def load_image(path: str, limits: Limits) -> tuple[Any, str]:
     except Image.DecompressionBombError:
         raise UserError("画像が大きすぎます。The image is too large to decode safely.") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UserError(f"画像を読み込めませんでした。This file is not a readable image ({type(exc).__name__}).") from None
+        raise UserError("画像を読み込めませんでした。"
+                        f"This file is not a readable image ({type(exc).__name__}).") from None
     note = ""
     if max(image.size) > limits.max_image_side:
         before = image.size
@@ -231,7 +232,8 @@ def _model_inputs(runner: Any, prompt: Prompt, image: Any) -> dict:
         inputs = dict(runner.processor(text=[prompt.text], images=[image], return_tensors="pt",
                                        add_special_tokens=prompt.add_special_tokens))
     else:
-        inputs = dict(runner.tokenizer([prompt.text], return_tensors="pt", add_special_tokens=prompt.add_special_tokens))
+        inputs = dict(runner.tokenizer([prompt.text], return_tensors="pt",
+                                       add_special_tokens=prompt.add_special_tokens))
     inputs = {k: v.to(runner.device) if hasattr(v, "to") else v for k, v in inputs.items()}
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(runner.dtype)

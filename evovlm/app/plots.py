@@ -13,6 +13,7 @@ from typing import Any
 
 from evovlm.app.runs import Run, dfs_source_names, recipe_matrix
 
+
 def _figure(width: float, height: float) -> Any:
     from matplotlib.figure import Figure
 

@@ -240,7 +240,8 @@ def _read_baselines(run: Run) -> None:
     if isinstance(found, dict):
         items = found.items()
     elif isinstance(found, list):
-        items = [(d.get("model") or d.get("name"), d.get("score", d.get("fitness"))) for d in found if isinstance(d, dict)]
+        items = [(d.get("model") or d.get("name"), d.get("score", d.get("fitness")))
+                 for d in found if isinstance(d, dict)]
     else:
         items = []
     for name, score in items:
@@ -256,7 +257,7 @@ def parse_dfs(value: Any) -> list[tuple[int, int, float]] | None:
         layers, models = value.get("layers"), value.get("models", value.get("sources"))
         if isinstance(layers, list):
             models = models if isinstance(models, list) and len(models) == len(layers) else [0] * len(layers)
-            value = [[m, l] for m, l in zip(models, layers)]
+            value = [[m, layer] for m, layer in zip(models, layers)]
         else:
             return None
     if not isinstance(value, list) or not value:

@@ -24,16 +24,25 @@ from evovlm.app import plots
 from evovlm.app import runs as run_lib
 from evovlm.app.cache import ModelCache
 from evovlm.app.config import AppConfig, Limits, Registry
-from evovlm.eval import prompts
 from evovlm.app.examples import DEFAULT_QUESTION, MGSM_STYLE, image_examples
 from evovlm.app.generate import (
-    AUTO, IMAGE_SUFFIXES, MODEL_DEFAULT, Decoding, Prompt, UserError, bounded_prompt, chat_prompt, check_question,
-    load_image, merge_streams, stream, vqa_prompt,
+    AUTO,
+    IMAGE_SUFFIXES,
+    MODEL_DEFAULT,
+    Decoding,
+    Prompt,
+    UserError,
+    bounded_prompt,
+    chat_prompt,
+    check_question,
+    load_image,
+    merge_streams,
+    stream,
+    vqa_prompt,
 )
+from evovlm.eval import prompts
 
 LOG = logging.getLogger("evovlm.app")
-# "model default": the model's own template from the models YAML, else the tab's (the paper's).
-TEMPLATES = [MODEL_DEFAULT, AUTO, *prompts.TEMPLATES]
 BEAM_NOTE = ("ビームサーチ (beams > 1) はストリーミングできません。回答は完成してから表示されます。  \n"
              "Beam search cannot stream in transformers: with beams > 1 each answer appears when complete.")
 CSS = """
@@ -169,7 +178,8 @@ class Demo:
         try:
             text = check_question(question, self.limits)
             if not image:
-                raise UserError("画像をアップロードするか、例を選んでください。Please upload an image or pick an example.")
+                raise UserError("画像をアップロードするか、例を選んでください。"
+                                "Please upload an image or pick an example.")
             picture, note = load_image(image, self.limits)
         except UserError as exc:
             yield f"⚠ {exc}", "", ""
@@ -323,7 +333,8 @@ class Demo:
     @guarded(message_at=None, outputs=5)
     def models(self) -> tuple:
         self.registry.refresh()
-        return (self.registry.table(), *(gr.update(choices=self.registry.choices(t)) for t in ("vqa", "vqa", "chat", "chat")))
+        return (self.registry.table(),
+                *(gr.update(choices=self.registry.choices(t)) for t in ("vqa", "vqa", "chat", "chat")))
 
 
 def build(demo: Demo, *, concurrency: int) -> gr.Blocks:
@@ -331,6 +342,8 @@ def build(demo: Demo, *, concurrency: int) -> gr.Blocks:
     vqa_a, vqa_b = reg.default_pair("vqa")
     chat_a, chat_b = reg.default_pair("chat")
     vqa_gen, chat_gen, lim = cfg.generation["vqa"], cfg.generation["chat"], cfg.limits
+    # "model default": the model's own template from the models YAML, else the tab's (the paper's)
+    templates = [MODEL_DEFAULT, AUTO, *(name for name in prompts.template_names() if name != prompts.CHAT)]
     gen_queue = {"concurrency_limit": concurrency, "concurrency_id": "generate"}
     light = {"concurrency_limit": 8, "concurrency_id": "browse"}
     ui_only = {"api_visibility": "private", "queue": False}
@@ -361,9 +374,11 @@ def build(demo: Demo, *, concurrency: int) -> gr.Blocks:
                         question = gr.Textbox(DEFAULT_QUESTION, label="質問 / question", lines=2,
                                               max_length=lim.max_question_chars, elem_id="vqa-question")
                         with gr.Row():
-                            model_a = gr.Dropdown(reg.choices("vqa"), value=vqa_a, label="model A", elem_id="vqa-model-a")
-                            model_b = gr.Dropdown(reg.choices("vqa"), value=vqa_b, label="model B", elem_id="vqa-model-b")
-                        vqa_settings = settings(vqa_gen, TEMPLATES, MODEL_DEFAULT)
+                            model_a = gr.Dropdown(reg.choices("vqa"), value=vqa_a, label="model A",
+                                                  elem_id="vqa-model-a")
+                            model_b = gr.Dropdown(reg.choices("vqa"), value=vqa_b, label="model B",
+                                                  elem_id="vqa-model-b")
+                        vqa_settings = settings(vqa_gen, templates, MODEL_DEFAULT)
                         ask = gr.Button("質問する / Ask", variant="primary", elem_id="vqa-ask")
                         gr.Examples(image_examples(), inputs=[image, question], label="例 / examples")
                     with gr.Column(scale=3):
@@ -382,8 +397,10 @@ def build(demo: Demo, *, concurrency: int) -> gr.Blocks:
 
             with gr.Tab("チャット · Chat", id="chat"):
                 with gr.Row():
-                    chat_model_a = gr.Dropdown(reg.choices("chat"), value=chat_a, label="model A", elem_id="chat-model-a")
-                    chat_model_b = gr.Dropdown(reg.choices("chat"), value=chat_b, label="model B", elem_id="chat-model-b")
+                    chat_model_a = gr.Dropdown(reg.choices("chat"), value=chat_a, label="model A",
+                                               elem_id="chat-model-a")
+                    chat_model_b = gr.Dropdown(reg.choices("chat"), value=chat_b, label="model B",
+                                               elem_id="chat-model-b")
                 with gr.Row():
                     history_a = gr.Chatbot(label=f"A: {chat_a}", height=380, elem_id="chat-a")
                     history_b = gr.Chatbot(label=f"B: {chat_b}", height=380, elem_id="chat-b")
@@ -393,7 +410,7 @@ def build(demo: Demo, *, concurrency: int) -> gr.Blocks:
                                          max_length=lim.max_question_chars, elem_id="chat-message")
                     send = gr.Button("送信 / Send", variant="primary", scale=1)
                     clear = gr.Button("クリア / Clear", scale=1)
-                chat_settings = settings(chat_gen, TEMPLATES, MODEL_DEFAULT)
+                chat_settings = settings(chat_gen, templates, MODEL_DEFAULT)
                 gr.Examples([[q] for q in MGSM_STYLE], inputs=[message], label="MGSM 形式の例 / MGSM-style examples")
                 chat_inputs = [message, history_a, history_b, chat_model_a, chat_model_b, *chat_settings]
                 chat_outputs = [history_a, history_b, message, chat_status]
@@ -449,8 +466,8 @@ def build(demo: Demo, *, concurrency: int) -> gr.Blocks:
             with gr.Tab("進化 · Evolution", id="evolution"):
                 runs_found = run_lib.find_runs(demo.runs_roots)
                 with gr.Row():
-                    run_dir = gr.Dropdown(runs_found, value=runs_found[0] if runs_found else None, allow_custom_value=True,
-                                          label="run directory (evovlm evolve --out)", scale=4)
+                    run_dir = gr.Dropdown(runs_found, value=runs_found[0] if runs_found else None,
+                                          allow_custom_value=True, label="run directory (evovlm evolve --out)", scale=4)
                     rescan = gr.Button("find runs", scale=1)
                     refresh = gr.Button("⟳ refresh", variant="primary", scale=1)
                     live = gr.Checkbox(False, label="auto-refresh (5 s)", scale=1)

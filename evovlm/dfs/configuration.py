@@ -26,7 +26,8 @@ _DROPPED = {"architectures", "model_type", "transformers_version", "_name_or_pat
 
 class EvoDFSConfig(PreTrainedConfig):
     model_type = "evovlm_dfs"
-    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the KV cache, as transformers >= 5.24 and older name it
+    # the KV cache, as transformers >= 5.24 and older name it
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
 
     base_model_type: str = "mistral"
     dfs_layer_origins: list[str] | None = None

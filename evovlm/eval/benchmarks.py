@@ -26,6 +26,7 @@ from typing import Any
 from evovlm.errors import EvoVLMError, option
 from evovlm.eval import prompts
 from evovlm.eval.runners import GenerationSettings
+from evovlm.plugins import load_plugins
 
 KIND_METRIC = {"math": "mgsm", "vqa": "rouge-ja", "qa": "rouge-ja"}  # qa: text questions, free-form answers
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -100,16 +101,8 @@ def register_benchmark(name: str, loader: BenchmarkLoader, *, description: str =
     _REGISTRY[key] = (loader, description)
 
 
-def _load_plugins() -> None:
-    # The zoo's generated benchmarks register themselves; imported late to avoid an import cycle.
-    from evovlm.zoo import benchmarks as zoo_benchmarks
-
-    if "zoo-mgsm-ja" not in _REGISTRY:
-        zoo_benchmarks.register()
-
-
 def list_benchmarks() -> list[str]:
-    _load_plugins()
+    load_plugins()  # plugins add theirs (the miniature zoo's zoo-* benchmarks)
     return sorted(_REGISTRY)
 
 
@@ -127,7 +120,8 @@ def load_benchmark(
 ) -> Benchmark:
     """Load benchmark ``name``; ``path`` overrides where its data is read from."""
     key = name.lower()
-    _load_plugins()
+    if key not in _REGISTRY:
+        load_plugins()
     if key not in _REGISTRY:
         raise EvoVLMError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(list_benchmarks())}")
     if limit is not None and limit < 1:
@@ -221,7 +215,8 @@ def _require(row: dict, column: str, where: str) -> Any:
 
 def _single_split(name: str, path: Path, split: str | None) -> str:
     if split not in (None, "test"):
-        raise EvoVLMError(f"{name}: {path} holds a single split (test); {option('split')} {split} cannot be served from it")
+        raise EvoVLMError(f"{name}: {path} holds a single split (test); "
+                          f"{option('split')} {split} cannot be served from it")
     return "test"
 
 
@@ -332,7 +327,8 @@ def _vqa_sample(row: dict, index: int, where: str, *, image_base: Path | None, l
         qas = row["qas"]
         if not isinstance(qas, list) or not qas or not isinstance(qas[0], dict):
             raise EvoVLMError(f"{where}: column 'qas' must be a non-empty list of {{question, answer}}")
-        question, answer = _require(qas[0], "question", f"{where} qas[0]"), _require(qas[0], "answer", f"{where} qas[0]")
+        question, answer = (_require(qas[0], "question", f"{where} qas[0]"),
+                            _require(qas[0], "answer", f"{where} qas[0]"))
     else:
         if row.get("question") is None:
             raise EvoVLMError(f"{where}: missing column 'question' (or 'qas')")
@@ -397,7 +393,8 @@ def _vqa_loader(name: str, repo_id: str, env_var: str) -> BenchmarkLoader:
             if target is None:
                 raise EvoVLMError(
                     f"{name} data not found. Looked in: ${env_var} (unset); {local_dir}; and the local Hugging Face "
-                    f"cache ({_hf_cache_dir()}) for dataset {repo_id}. Provide it with {option('data')} (a JSONL file with "
+                    f"cache ({_hf_cache_dir()}) for dataset {repo_id}. "
+                    f"Provide it with {option('data')} (a JSONL file with "
                     "image/question/answer and the image files, a directory with <split>.jsonl, or the dataset's "
                     f"parquet files), set ${env_var}, or download {repo_id} on a machine with network access "
                     f"(`hf download {repo_id} --repo-type dataset`)."

@@ -27,7 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="JSONL file, one {reference|answer, prediction|response} per line")
     parser.add_argument("--metric", required=True, choices=METRIC_NAMES, help="which metric to compute")
     parser.add_argument("--out", type=Path, help="write {summary, samples} JSON here")
-    parser.add_argument("--seed", type=count(0), default=0, help="seed of the bootstrap confidence intervals (default 0)")
+    parser.add_argument("--seed", type=count(0), default=0,
+                        help="seed of the bootstrap confidence intervals (default 0)")
     parser.add_argument("--n-resamples", type=count(1, MAX_RESAMPLES), default=1000,
                         help="bootstrap resamples (default 1000)")
 

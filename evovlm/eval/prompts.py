@@ -31,16 +31,12 @@ LLAVA_MISTRAL = "[INST] {input} [/INST]"
 
 PLAIN = "{input}"
 
-# The miniature zoo's own short format (char-level models: every prompt character costs a token).
-ZOO_QA = "Q: {input}\nA:"
-
 TEMPLATES: dict[str, str] = {
     "ja-alpaca-cot": JA_ALPACA_COT,
     "ja-shisa-vqa": JA_SHISA_VQA,
     "llava-mistral": LLAVA_MISTRAL,
     "plain": PLAIN,
-    "zoo-qa": ZOO_QA,
-}
+}  # plugins add theirs with register_template (the miniature zoo: zoo-qa)
 # Not a string: render through the tokenizer's own chat template.
 CHAT = "chat"
 
@@ -51,8 +47,18 @@ ALPACA_STOP_STRINGS: tuple[str, ...] = ("Instruction:", "Instruction", "Response
 IMAGE_PLACEHOLDER = "<image>"
 
 
+def register_template(name: str, template: str) -> None:
+    """Make ``name`` a prompt template (a string holding ``{input}``)."""
+    if "{input}" not in template:
+        raise ValueError(f"template {name!r} must contain {{input}}")
+    TEMPLATES[name] = template
+
+
 def template_names() -> list[str]:
     """Names accepted by :func:`build_prompt` (``chat`` included)."""
+    from evovlm.plugins import load_plugins
+
+    load_plugins()
     return [*TEMPLATES, CHAT]
 
 
@@ -69,6 +75,10 @@ def build_prompt(template: str, question: str, *, image_token: str | None = None
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
         )
+    if template not in TEMPLATES and "{input}" not in template:
+        from evovlm.plugins import load_plugins
+
+        load_plugins()
     body = TEMPLATES.get(template, template)
     if "{input}" not in body:
         raise EvoVLMError(

@@ -26,7 +26,6 @@ from evovlm.errors import EvoVLMError, option
 from evovlm.eval import prompts
 
 
-
 @dataclass(frozen=True)
 class GenerationSettings:
     """How to prompt and decode. Greedy when ``num_beams == 1``; never sampled."""
@@ -337,6 +336,9 @@ def _as_rgb(image: Any) -> Any:
 
 
 def _load(auto_cls: Any, path: str | Path, **kwargs: Any) -> Any:
+    from evovlm.dfs import register
+
+    register()  # a DFS checkpoint (model_type evovlm_dfs) loads like any other
     try:
         return auto_cls.from_pretrained(str(path), local_files_only=True, trust_remote_code=False, **kwargs)
     except Exception as exc:  # damaged weights, refused pickles, configs this transformers cannot read
@@ -353,6 +355,7 @@ def load_runner(path: str | Path, *, device: str | None = None, dtype: str | Non
 
 def make_runner(model: Any, tokenizer_or_processor: Any, *, name: str | None = None) -> Runner:
     """Wrap an already-loaded model (e.g. a merged candidate held in memory)."""
-    if getattr(tokenizer_or_processor, "tokenizer", None) is not None and hasattr(tokenizer_or_processor, "image_processor"):
+    if getattr(tokenizer_or_processor, "tokenizer", None) is not None \
+            and hasattr(tokenizer_or_processor, "image_processor"):
         return VLMRunner(model, tokenizer_or_processor, name=name)
     return CausalLMRunner(model, tokenizer_or_processor, name=name)

@@ -20,7 +20,8 @@
       repeats: 3                # r: the M layers laid out r times, T = M * r indicator genes
       scales: matrix            # matrix (M x M genes, the paper's W) | none (all 1)
       scale_range: [0, 2]
-      init: a                   # a: start at model A itself, its layers in the middle repetition | a-first | uniform: every gene 0.5
+      init: a                   # a: start at model A itself, its layers in the middle repetition |
+                                # a-first | uniform: every gene 0.5
     optimizer: {name: cma, sigma: 0.1667, population: null, bounds: [0, 1], mean: 0.5}
     budget: {trials: 100}       # or {generations: G}; trials round up to whole generations
     fitness:                    # exactly one of benchmark, callable, synthetic (`fitness: NAME` = a benchmark)
@@ -28,7 +29,8 @@
       split: fitness
       limit: 100
       data_seed: null           # for generated benchmarks: a fresh draw instead of a split
-      metric: acc_ja            # a key of the evaluator's summary
+      metric: acc_ja            # a key of the evaluator's summary, or weights of several:
+                                # {content_ja: 1.0, rougeL_ja: 0.01} (content first, ROUGE breaks ties)
       generation: {max_new_tokens: 256}
     validation: null            # optional, like fitness: scores each generation's best; the final
                                 # model is the generation best with the best validation score
@@ -89,7 +91,9 @@ class FitnessConfig:
     limit: int | None = None
     data_seed: int | None = None
     data: str | None = None  # read the benchmark from this file/directory
-    metric: str | None = None  # a key of the evaluator's summary; default acc_ja (mgsm), rougeL_ja (rouge-ja)
+    # a key of the evaluator's summary (default acc_ja for mgsm, rougeL_ja for rouge-ja), or
+    # {key: weight}: the fitness is the weighted sum
+    metric: Union[str, dict, None] = None
     generation: dict = field(default_factory=dict)
     imports: list[str] = field(default_factory=list)  # modules that register benchmarks
     callable: Union[str, Callable, None] = None  # "module:function", fn(model, tokenizer_or_processor) -> float
@@ -341,12 +345,12 @@ def _check_runtime(runtime: RuntimeConfig, where: str) -> None:
 
 def _model_ref(ref: Any, where: str, base_dir: str | Path | None) -> str:
     """Check the reference now (a clear error before any work) and make local paths absolute."""
-    from evovlm.io.resolve import resolve_model_path
+    from evovlm.io.resolve import prefixed, resolve_model_path
 
     if not isinstance(ref, str) or not ref.strip():
-        raise EvoVLMError(f"{where}: expected a model reference (directory, zoo:NAME or HF repo id), got {ref!r}")
+        raise EvoVLMError(f"{where}: expected a model reference (directory, PREFIX:NAME or HF repo id), got {ref!r}")
     local = Path(base_dir or ".") / Path(ref).expanduser()
-    if not ref.startswith("zoo:") and local.is_dir():
+    if not prefixed(ref) and local.is_dir():
         return str(local.resolve())
     resolve_model_path(ref)  # raises a clear EvoVLMError when missing
     return ref
@@ -398,12 +402,7 @@ def _ps(data: dict, where: str, base_dir: str | Path | None) -> PSConfig:
         if not isinstance(data.get(key) or {}, dict):
             raise EvoVLMError(f"{where}.{key}: expected a mapping")
         data[key] = dict(data.get(key) or {})
-    config = PSConfig(**data)
-    # A genome's recipe must pass the recipe checks (e.g. parameters): build one now.
-    from evovlm.evolve.genome import PSGenome
-
-    PSGenome(config, num_layers=None).check(where)
-    return config
+    return PSConfig(**data)  # evolve.preflight builds its genome's first recipe
 
 
 def _dfs(data: dict, where: str, mode: str, base_dir: str | Path | None) -> DFSConfig:
@@ -458,6 +457,12 @@ def _fitness(data: Any, where: str, base_dir: str | Path | None) -> FitnessConfi
                           f"{', '.join(given) or 'none'})")
     if spec.limit is not None:
         _count(spec.limit, f"{where}.limit")
+    if isinstance(spec.metric, dict):
+        if not spec.metric or not all(isinstance(key, str) for key in spec.metric):
+            raise EvoVLMError(f"{where}.metric: a summary key, or a non-empty mapping of keys to weights")
+        spec.metric = {key: _number(weight, f"{where}.metric.{key}") for key, weight in spec.metric.items()}
+    elif spec.metric is not None and not isinstance(spec.metric, str):
+        raise EvoVLMError(f"{where}.metric: a summary key, or a mapping of keys to weights, got {spec.metric!r}")
     if spec.data_seed is not None:
         _count(spec.data_seed, f"{where}.data_seed", minimum=0)
     if not isinstance(spec.generation, dict):

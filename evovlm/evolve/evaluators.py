@@ -215,10 +215,11 @@ class DFSEvaluator(_ModelEvaluator):
 def load_causal_lm(ref: str, device: Any, dtype: Any):
     from transformers import AutoModelForCausalLM
 
+    from evovlm.dfs import register
+    from evovlm.io.checkpoint import check_weights_format
     from evovlm.io.resolve import resolve_model_path
 
-    from evovlm.io.checkpoint import check_weights_format
-
+    register()
     path = resolve_model_path(ref)
     check_weights_format(ref, path, None)  # evolution reads safetensors only
     try:
@@ -238,19 +239,14 @@ def load_fitness_benchmark(fitness: FitnessConfig, section: str = "fitness"):
     import importlib
 
     from evovlm.errors import option_style
-    from evovlm.eval.benchmarks import list_benchmarks, load_benchmark
+    from evovlm.eval.benchmarks import load_benchmark
 
     for module in fitness.imports:
         try:
             importlib.import_module(module)
         except ImportError as exc:
             raise EvoVLMError(f"cannot import {module!r} (listed in imports): {exc}") from None
-    name = fitness.benchmark
-    if name.lower() not in list_benchmarks() and name.lower().startswith("zoo"):
-        try:  # the zoo registers its benchmarks when imported
-            importlib.import_module("evovlm.zoo")
-        except ImportError:
-            pass
+    name = fitness.benchmark  # a plugin's (the zoo's) loads with the plugins, on the first miss
     with option_style(lambda key: f"{section}.{key}"):
         return load_benchmark(name, split=fitness.split, data_seed=fitness.data_seed, path=fitness.data,
                               limit=fitness.limit)
@@ -272,14 +268,18 @@ def make_scorer(fitness: FitnessConfig, section: str = "fitness"):
     except EvoVLMError as exc:  # every candidate would fail on it
         raise FatalEvaluationError(str(exc)) from None
     metric = fitness.metric or DEFAULT_METRIC.get(bench.metric, "acc_ja")
+    weights = metric if isinstance(metric, dict) else {metric: 1.0}
+    label = metric if isinstance(metric, str) else " + ".join(
+        key if weight == 1 else f"{weight:g}*{key}" for key, weight in weights.items())
 
     def run(runner: Any) -> tuple[float, dict | None, str | None]:
         from evovlm.eval.evaluate import evaluate
 
         summary = evaluate(runner, bench, generation=fitness.generation or None, progress=False)["summary"]
-        if metric not in summary:
+        missing = [key for key in weights if key not in summary]
+        if missing:
             keys = [k for k in summary if not k.endswith(("_ci_low", "_ci_high"))]
-            raise FatalEvaluationError(f"metric {metric!r} is not in the {bench.name} summary; "
+            raise FatalEvaluationError(f"metric {missing[0]!r} is not in the {bench.name} summary; "
                                        f"available: {', '.join(keys)}")
-        return float(summary[metric]), summary, metric
+        return sum(weight * float(summary[key]) for key, weight in weights.items()), summary, label
     return run

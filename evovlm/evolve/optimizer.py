@@ -89,9 +89,8 @@ class Optimizer:
     # -- persistence -------------------------------------------------------------------
     def save(self, path: Path) -> None:
         """Write atomically (temp file, fsync, rename): a crash leaves the old state or the new one."""
-        from safetensors.numpy import save
-
         import cmaes
+        from safetensors.numpy import save
 
         fields = vars(self.engine)
         arrays, scalars = {}, {}
@@ -127,7 +126,8 @@ class Optimizer:
                 arguments["lr_adapt"] = bool(scalars.get("_lr_adapt", False))
             engine = engine_class(**arguments)
         except (KeyError, TypeError, ValueError) as exc:
-            raise EvoVLMError(f"optimiser state {path} is incomplete or damaged ({type(exc).__name__}: {exc})") from None
+            raise EvoVLMError(f"optimiser state {path} is incomplete or damaged "
+                              f"({type(exc).__name__}: {exc})") from None
         fields = vars(engine)
         saved_with = f"saved with cmaes {meta.get('cmaes')}, this is cmaes {_cmaes_version()}"
         for name in _DERIVED:

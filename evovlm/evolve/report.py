@@ -102,8 +102,8 @@ def dfs_card(config: Any, model: Any, model_a: str, model_b: str, result: dict) 
              "# Data-flow-space merged model (EvoVLM DFS)", "",
              f"An `{dfs.model_type}` model: a path of {len(dfs.dfs_path)} decoder-layer runs through "
              f"{dfs.num_stored_layers} distinct layers of two {dfs.base_model_type} models, each stored once.", "",
-             "Load it with transformers after `import evovlm` (which registers the class; no `trust_remote_code`):",
-             "", "```python", "import evovlm  # registers model_type evovlm_dfs",
+             "Load it with transformers after `import evovlm.dfs.auto` (which registers the class; no "
+             "`trust_remote_code`):", "", "```python", "import evovlm.dfs.auto  # registers model_type evovlm_dfs",
              "from transformers import AutoModelForCausalLM, AutoTokenizer",
              "model = AutoModelForCausalLM.from_pretrained(PATH)", "tokenizer = AutoTokenizer.from_pretrained(PATH)",
              "```", "", "## Sources",

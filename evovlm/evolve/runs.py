@@ -30,6 +30,7 @@ from evovlm.evolve.backends import Backend, make_backend
 from evovlm.evolve.config import EvolveConfig, config_from_dict, load_config, with_overrides
 from evovlm.evolve.evaluators import StageSpec, Task, load_causal_lm, make_genome
 from evovlm.evolve.history import History
+from evovlm.evolve.preflight import preflight
 from evovlm.evolve.report import best_file_text, dfs_card, evolution_section, plot_fitness
 from evovlm.evolve.search import Best, run_search
 from evovlm.io.atomic import make_temp_dir, replace_dir, sweep_stale, umask_permissions, write_atomic
@@ -54,13 +55,13 @@ def run_evolution(config: EvolveConfig | dict | str | Path | None, out_dir: str 
             raise EvoVLMError(f"{out_dir} is not an evolution run directory (no {CONFIG_NAME}); nothing to resume")
     else:
         config = load_config(config) if isinstance(config, (str, Path)) else config_from_dict(config)
-        _preflight(config)
+        preflight(config)
         _check_out_dir(out_dir, overwrite)  # before the folder is touched (the lock file goes into it)
         out_dir.mkdir(parents=True, exist_ok=True)
     with _locked(out_dir):  # nothing is deleted or written before the lock is held
         if resume:
             config = load_config(out_dir / CONFIG_NAME)
-            _preflight(config)
+            preflight(config)
         else:
             _check_out_dir(out_dir, overwrite)
             _clear(out_dir)
@@ -83,16 +84,6 @@ def run_evolution(config: EvolveConfig | dict | str | Path | None, out_dir: str 
                    "test": final.get("test"), "model_dir": final.get("model_dir"), "stages": results}
         write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         return summary
-
-
-def _preflight(config: EvolveConfig) -> None:
-    """Load every benchmark the run names, so a typo fails now, not in a worker after loading models."""
-    from evovlm.evolve.evaluators import load_fitness_benchmark
-
-    for name in ("fitness", "validation", "test"):
-        section = getattr(config, name)
-        if section is not None and section.kind == "benchmark":
-            load_fitness_benchmark(section, name)
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:

@@ -217,7 +217,8 @@ class ShardedCheckpointWriter:
         try:
             future.result()
         except OSError as exc:  # e.g. the disk is full
-            raise EvoVLMError(f"writing the checkpoint into {self.out_dir.parent} failed: {exc.strerror or exc}") from None
+            raise EvoVLMError(f"writing the checkpoint into {self.out_dir.parent} failed: "
+                              f"{exc.strerror or exc}") from None
 
     def _close_files(self) -> None:
         for fd in self._files.values():
@@ -262,7 +263,8 @@ class ShardedCheckpointWriter:
             weight_map.update(dict.fromkeys((spec.name for spec in shard.specs), final))
         if count > 1:
             total = sum(shard.nbytes for shard in self._shards)
-            self.write_json("model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+            self.write_json("model.safetensors.index.json",
+                            {"metadata": {"total_size": total}, "weight_map": weight_map})
         self._check_destination(self.overwrite)  # again: the folder may have changed while we wrote
         try:
             replace_dir(self.tmp_dir, self.out_dir)

@@ -11,7 +11,6 @@ from evovlm.io.resolve import hub_id
 from evovlm.merge.methods import METHODS
 
 if TYPE_CHECKING:
-    from evovlm.merge.engine import MergeJob
     from evovlm.merge.recipe import Recipe
 
 
@@ -26,10 +25,11 @@ def front_matter(sources: Iterable[str], pipeline_tag: str, tags: Iterable[str])
     return lines + ["---"]
 
 
-def model_card(recipe: "Recipe", job: "MergeJob") -> str:
+def model_card(recipe: "Recipe", target: str, target_config: dict, base: str | None) -> str:
+    """The card of a merge of ``recipe`` written into ``target`` (whose config.json is ``target_config``)."""
     method = METHODS[recipe.method]
-    vlm = is_vlm_config(job.target.checkpoint.config)
-    sources = [job.target.ref] + ([job.base.ref] if job.base else []) + [spec.model for spec in recipe.models]
+    vlm = is_vlm_config(target_config)
+    sources = [target] + ([base] if base else []) + [spec.model for spec in recipe.models]
     lines = [
         *front_matter(sources, "image-text-to-text" if vlm else "text-generation", ["merge", "evovlm"]),
         f"# Merged model ({recipe.method})",
@@ -37,14 +37,16 @@ def model_card(recipe: "Recipe", job: "MergeJob") -> str:
         f"Created with EvoVLM {__version__} using **{recipe.method}**: {method.summary}.",
         "",
         "## Sources",
-        f"- target (architecture, non-language tensors, tokenizer/processor): `{job.target.ref}`",
+        f"- target (architecture, non-language tensors, tokenizer/processor): `{target}`",
     ]
-    if job.base:
-        lines.append(f"- base (task vectors are taken against it): `{job.base.ref}`")
+    if base:
+        lines.append(f"- base (task vectors are taken against it): `{base}`")
     for spec in recipe.models:
-        lines.append(f"- `{spec.model}`: weight {spec.weight}" + (f", density {spec.density}" if method.uses_density else ""))
+        lines.append(f"- `{spec.model}`: weight {spec.weight}"
+                     + (f", density {spec.density}" if method.uses_density else ""))
     lines += ["", "## Parameters",
-              f"- seed: {recipe.seed}" + (" (DARE masks are a pure function of seed, tensor and source)" if method.random else ""),
+              f"- seed: {recipe.seed}"
+              + (" (DARE masks are a pure function of seed, tensor and source)" if method.random else ""),
               f"- options: {recipe.options or 'defaults'}",
               f"- recipe format: {recipe.origin}",
               "", "## Recipe", "", "```yaml", recipe.to_yaml().rstrip(), "```", ""]

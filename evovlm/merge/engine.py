@@ -21,9 +21,16 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import torch
 
+from evovlm.arch import (
+    KeyLayout,
+    architecture_of,
+    check_supported,
+    detect_layout,
+    is_vocab_tensor,
+    layer_group,
+    text_config,
+)
 from evovlm.dtypes import torch_dtype
-from evovlm.arch import (KeyLayout, architecture_of, check_supported, detect_layout, is_vocab_tensor, layer_group,
-                         text_config)
 from evovlm.errors import EvoVLMError
 from evovlm.io.checkpoint import Checkpoint
 from evovlm.merge.methods import get_method
@@ -220,7 +227,8 @@ def merge_checkpoints(recipe: Recipe, out_dir: str | Path, *, allow_pickle: bool
             if source.is_file():
                 writer.copy_file(source)
         writer.write_text(RECIPE_FILE, recipe.to_yaml())  # as run, CLI overrides included
-        writer.write_text("README.md", model_card(recipe, job))
+        writer.write_text("README.md", model_card(recipe, job.target.ref, job.target.checkpoint.config,
+                                                  job.base.ref if job.base else None))
         return writer.commit()
 
 

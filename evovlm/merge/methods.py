@@ -258,7 +258,8 @@ METHODS: dict[str, MergeMethod] = {
     method.name: method
     for method in (
         MergeMethod("linear", linear, False, False, False, "weighted average of the sources"),
-        MergeMethod("task_arithmetic", task_arithmetic, True, False, False, "base + lambda * sum of weighted task vectors"),
+        MergeMethod("task_arithmetic", task_arithmetic, True, False, False,
+                    "base + lambda * sum of weighted task vectors"),
         MergeMethod("ties", ties, True, True, False, "trim by magnitude, elect sign, disjoint mean"),
         MergeMethod("dare_linear", dare_linear, True, True, True, "DARE drop-and-rescale, then task arithmetic"),
         MergeMethod("dare_ties", dare_ties, True, True, True, "DARE drop-and-rescale, then TIES sign election"),

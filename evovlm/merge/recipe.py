@@ -31,7 +31,7 @@ import yaml
 from evovlm.dtypes import check_dtype
 from evovlm.errors import EvoVLMError
 from evovlm.io.yamlfile import read_yaml_file
-from evovlm.merge.methods import METHODS, ALIASES
+from evovlm.merge.methods import ALIASES, METHODS
 
 ParamValue = Union[float, dict]
 _RANGE = re.compile(r"^layers\.(\d+)-(\d+)$")

@@ -125,11 +125,12 @@ def load_zoo(name: str, *, split: str | None = None, data_seed: int | None = Non
              limit: int | None = None) -> Benchmark:
     draw, kind, settings = _DRAWS[name]
     if path is not None:
-        raise EvoVLMError(f"{name} is generated, not read from a file: drop {option('data')} (use {option('data_seed')} "
-                          "for fresh problems)")
+        raise EvoVLMError(f"{name} is generated, not read from a file: drop {option('data')} "
+                          f"(use {option('data_seed')} for fresh problems)")
     if data_seed is not None:
         if split not in (None, "fresh"):
-            raise EvoVLMError(f"{option('data_seed')} draws a fresh set; it cannot be combined with {option('split')} {split}")
+            raise EvoVLMError(f"{option('data_seed')} draws a fresh set; "
+                              f"it cannot be combined with {option('split')} {split}")
         if data_seed < 0:
             raise EvoVLMError(f"{option('data_seed')} must be a non-negative integer, got {data_seed}")
         seen = {key for rows in _standard_splits(name).values() for key, _ in rows}

@@ -29,7 +29,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -74,6 +74,20 @@ class ZooSettings:
         return cls(hidden=32, layers=4, heads=4, kv_heads=2, vision_hidden=32, vision_layers=1, batch_size=8,
                    seq_len=64, pretrain_steps=30, output_blocks=1, ja_steps=10, math_steps=10, math_output_steps=5,
                    vlm_steps=10, vlm_output_steps=5)
+
+    def with_changes(self, changes: Collection[str]) -> ZooSettings:
+        """A copy with ``NAME=VALUE`` changes (``ja_steps=1600``), each value of its field's type."""
+        kinds = {f.name: f.type for f in fields(self)}
+        values = {}
+        for change in changes:
+            name, _, text = change.partition("=")
+            if name not in kinds or not text:
+                raise EvoVLMError(f"--set {change!r}: use NAME=VALUE with one of {', '.join(kinds)}")
+            try:
+                values[name] = {"int": int, "float": float, "str": str}[kinds[name]](text)
+            except ValueError:
+                raise EvoVLMError(f"--set {change!r}: {name} takes a value of type {kinds[name]}") from None
+        return replace(self, **values)
 
     @property
     def exit_layer(self) -> int:
@@ -164,7 +178,8 @@ def _math_work_examples(reserved: frozenset[str], ja_share: float):
 
     def make(rng: random.Random) -> tuple[str, str, str, str]:
         problem = draw(rng)
-        return problem.question, f" {problem.equation}{world.SEPARATOR}", "", world.answer_sentence(problem.answer, "en")
+        work = f" {problem.equation}{world.SEPARATOR}"
+        return problem.question, work, "", world.answer_sentence(problem.answer, "en")
 
     return make
 
@@ -328,7 +343,8 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
         _save(base, tokenizer, base_path)
         stamp_path.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
 
-    def fine_tune(name: str, model, phases: list[tuple[str, Callable, int, float, Callable, bool]], anchor=None) -> None:
+    def fine_tune(name: str, model, phases: list[tuple[str, Callable, int, float, Callable, bool]],
+                  anchor=None) -> None:
         losses: list[float] = []
         for label, batches, steps, lr, profile, early_exit in phases:
             losses += timed(f"{name}:{label}", lambda: train_loop(

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from evovlm.argtypes import count
 from evovlm.errors import EvoVLMError
-from evovlm.zoo import MODELS
+from evovlm.zoo import MODELS, MODELS_DIR
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "models"
+DEFAULT_OUT = MODELS_DIR
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--only", nargs="+", choices=MODELS[1:], metavar="NAME",
                        help="retrain only these of ja, math, vlm (reusing the base, as --reuse-base); "
                             "each model trains from the base alone, so the result is the same as a full build")
+    build.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="settings",
+                       help="change a build setting (repeatable), e.g. --set ja_steps=1600: how the zoo "
+                            "experiments built their variants; build.json records every setting")
     build.add_argument("--threads", type=count(0), default=0, help="torch CPU threads (default: torch's choice)")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     evolve = sub.add_parser("evolve", help="PS, DFS and PS+DFS on the zoo, and the VLM merge, as the paper's Table 1")
@@ -38,7 +41,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     evolve.add_argument("--resume", action="store_true",
                         help="finish the runs already started in --out instead of starting them again")
     evolve.add_argument("--ps-trials", type=count(1), default=None, help="PS budget in candidates (default 120)")
-    evolve.add_argument("--dfs-generations", type=count(1), default=None, help="DFS budget in generations (default 100)")
+    evolve.add_argument("--dfs-generations", type=count(1), default=None,
+                        help="DFS budget in generations (default 100)")
     evolve.add_argument("--dfs-workers", type=count(1), default=None,
                         help="processes scoring DFS candidates (default: the CPU count, at most 4)")
     evolve.add_argument("--limit", type=count(1), default=None,
@@ -49,7 +53,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     evolve.add_argument("--quiet", action="store_true", help="no progress bars")
     report = sub.add_parser("report", help="measure the acceptance table: sources, uniform merges, oracles")
     report.add_argument("--zoo", type=Path, default=None, help=f"zoo folder (default: {DEFAULT_OUT})")
-    report.add_argument("--limit", type=count(1), default=None, help="score only the first N problems of each benchmark")
+    report.add_argument("--limit", type=count(1), default=None,
+                        help="score only the first N problems of each benchmark")
+    report.add_argument("--split", choices=("dev", "test"), default=None,
+                        help="dev while designing a zoo; test (the default) for the reported table")
     report.add_argument("--data-seed", type=count(0), default=None,
                         help="score on a fresh draw instead of the test splits")
     report.add_argument("--out", type=Path, default=None, help="also write the report as JSON here")
@@ -68,7 +75,7 @@ def _build(args: argparse.Namespace) -> int:
     existing = [name for name in names if (out / name).exists()]
     if existing and not args.overwrite:
         raise EvoVLMError(f"{out} already holds {', '.join(existing)}; pass --overwrite to rebuild them")
-    settings = ZooSettings.quick() if args.quick else ZooSettings()
+    settings = (ZooSettings.quick() if args.quick else ZooSettings()).with_changes(args.settings)
     if args.threads:
         from dataclasses import replace
 
@@ -115,7 +122,10 @@ def _report(args: argparse.Namespace) -> int:
     from evovlm.zoo.report import acceptance_report, format_report
 
     zoo = _built_zoo(args.zoo)
-    report = acceptance_report(zoo, limit=args.limit, data_seed=args.data_seed, progress=not args.quiet)
+    if args.data_seed is not None and args.split is not None:
+        raise EvoVLMError("--data-seed draws a fresh set; it cannot be combined with --split")
+    report = acceptance_report(zoo, limit=args.limit, data_seed=args.data_seed, split=args.split or "test",
+                               progress=not args.quiet)
     print(format_report(report))
     if args.out:
         write_atomic(args.out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")

@@ -29,10 +29,17 @@ from pathlib import Path
 
 from evovlm.errors import EvoVLMError
 from evovlm.io.atomic import write_atomic
-from evovlm.io.resolve import ZOO_DIR, ZOO_PREFIX
-from evovlm.zoo import MODELS
-from evovlm.zoo.report import (ORACLE, TARGET_KEYS, VLM_ORACLE, VQA_KEYS, TableScorer, row_value,
-                               score_sources_and_baselines, zoo_refs)
+from evovlm.zoo import MODELS, MODELS_DIR, PREFIX
+from evovlm.zoo.report import (
+    ORACLE,
+    TARGET_KEYS,
+    VLM_ORACLE,
+    VQA_KEYS,
+    TableScorer,
+    row_value,
+    score_sources_and_baselines,
+    zoo_refs,
+)
 
 RUN_NAMES = ("ps-dfs", "dfs", "vlm")
 PS_ROW, DFS_ROW, HYBRID_ROW, VLM_ROW = "evolved PS", "evolved DFS", "evolved PS+DFS", "evolved VLM (PS)"
@@ -218,12 +225,12 @@ def install_models(out_dir: str | Path, zoo: str | Path) -> dict[str, Path]:
         partial = zoo / f".{name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(source, partial)
-        if zoo.resolve() == ZOO_DIR:  # the embedded zoo: the card and recipe name zoo:NAME, not this machine's paths
+        if zoo.resolve() == MODELS_DIR:  # the embedded zoo: the card and recipe name zoo:NAME, not this machine's paths
             for text in (partial / "README.md", partial / "evovlm_recipe.yaml"):
                 if text.is_file():
                     content = text.read_text(encoding="utf-8")
                     for model in MODELS:
-                        content = content.replace(str(ZOO_DIR / model), f"{ZOO_PREFIX}{model}")
+                        content = content.replace(str(MODELS_DIR / model), f"{PREFIX}{model}")
                     text.write_text(content, encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)

@@ -19,7 +19,6 @@ from pathlib import Path
 from evovlm.errors import EvoVLMError
 from evovlm.zoo import MODELS
 
-
 ORACLE = "oracle: MATH inside, JA output blocks"
 VLM_ORACLE = "oracle: VLM inside, JA output blocks"
 
@@ -71,10 +70,10 @@ class TableScorer:
     """Scores models into table rows on the test splits (or a fresh draw); merges into ``scratch``."""
 
     def __init__(self, scratch: str | Path, *, limit: int | None = None, data_seed: int | None = None,
-                 progress: bool = True, log: Callable[[str], None] = print) -> None:
+                 split: str = "test", progress: bool = True, log: Callable[[str], None] = print) -> None:
         self.scratch = Path(scratch)
         self.limit, self.data_seed, self.progress, self.log = limit, data_seed, progress, log
-        self.split = None if data_seed is not None else "test"
+        self.split = None if data_seed is not None else split
         self.rows: list[dict] = []
         self._benches: dict[str, object] = {}
         self._numbers = itertools.count()
@@ -139,11 +138,14 @@ def score_sources_and_baselines(table: TableScorer, zoo: Path, *, own_tasks: boo
 
 
 def acceptance_report(zoo: str | Path, *, limit: int | None = None, data_seed: int | None = None,
-                      progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Measure every row of the acceptance table; returns ``{"rows": [...], "checks": [...]}``."""
+                      split: str = "test", progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Measure every row of the acceptance table; returns ``{"rows": [...], "checks": [...]}``.
+
+    ``split``: ``dev`` while designing the zoo, ``test`` once, for the table that is reported.
+    """
     zoo = Path(zoo).resolve()
     with tempfile.TemporaryDirectory(prefix="evovlm-zoo-report-") as scratch:
-        table = TableScorer(scratch, limit=limit, data_seed=data_seed, progress=progress, log=log)
+        table = TableScorer(scratch, limit=limit, data_seed=data_seed, split=split, progress=progress, log=log)
         score_sources_and_baselines(table, zoo)
     return {"zoo": str(zoo), "split": table.split, "data_seed": data_seed, "limit": limit, "rows": table.rows,
             "checks": acceptance_checks(table.rows)}

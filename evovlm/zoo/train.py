@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 
 import torch
+
 from evovlm.progress import progress_bar
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
@@ -170,7 +171,8 @@ def qa_batch(tokenizer, prompts: Sequence[str], answers: Sequence[str], works: S
     for prompt, work, answer, context in zip(prompts, works, answers, contexts):
         prompt_ids = tokenizer(prompt)["input_ids"]
         work_ids = tokenizer(work, add_special_tokens=False)["input_ids"] if work else []
-        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] if answer else []
+        answer_ids = (tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                      if answer else [])
         context_ids = tokenizer(context, add_special_tokens=False)["input_ids"] if context and not answer else []
         rows.append(prompt_ids + work_ids + answer_ids + context_ids)
         labels.append([-100] * len(prompt_ids) + work_ids + answer_ids + [-100] * len(context_ids))

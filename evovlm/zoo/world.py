@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from evovlm.eval.prompts import ZOO_QA as PROMPT  # one template for training and evaluation
+from evovlm.zoo import PROMPT  # one template for training and evaluation
 
 # name (EN, JA)
 NAMES = [("Tom", "トム"), ("Ken", "ケン"), ("Amy", "エミ"), ("Mia", "ミア"), ("Sam", "サム"),
@@ -108,11 +108,13 @@ def word_problem(rng: random.Random, language: str, operation: str | None = None
             text = (f"{name_ja}は{item_ja}を{a}{counter}持っています。{name_ja}は{item_ja}を{b}{counter}もらいました。"
                     f"{name_ja}は{item_ja}を何{counter}持っていますか？")
         elif operation == SUB:
-            verb = rng.choice([f"{name2_ja}に{item_ja}を{b}{counter}あげました", f"{item_ja}を{b}{counter}なくしました"])
+            verb = rng.choice([f"{name2_ja}に{item_ja}を{b}{counter}あげました",
+                               f"{item_ja}を{b}{counter}なくしました"])
             text = (f"{name_ja}は{item_ja}を{a}{counter}持っています。{name_ja}は{verb}。"
                     f"{name_ja}は{item_ja}を何{counter}持っていますか？")
         else:
-            text = f"箱が{a}個あります。1つの箱に{item_ja}が{b}{counter}入っています。{item_ja}は全部で何{counter}ありますか？"
+            text = (f"箱が{a}個あります。1つの箱に{item_ja}が{b}{counter}入っています。"
+                    f"{item_ja}は全部で何{counter}ありますか？")
     return Problem(text, answer, equation, language, operation)
 
 
@@ -149,7 +151,8 @@ def parallel_sentence(rng: random.Random) -> tuple[str, str]:
     if kind == 3:
         return f"{name_en} gets {n} {plural}.", f"{name_ja}は{item_ja}を{n}{counter}もらいました。"
     if kind == 4:
-        return f"{name_en} gives {n} {plural} to {name2_en}.", f"{name_ja}は{name2_ja}に{item_ja}を{n}{counter}あげました。"
+        return (f"{name_en} gives {n} {plural} to {name2_en}.",
+                f"{name_ja}は{name2_ja}に{item_ja}を{n}{counter}あげました。")
     if kind == 5:
         return f"{name_en} loses {n} {plural}.", f"{name_ja}は{item_ja}を{n}{counter}なくしました。"
     if kind == 6:
@@ -232,7 +235,8 @@ def japanese_instruction(rng: random.Random) -> Instruction:
         word, opposite = rng.choice(OPPOSITES)
         if rng.random() < 0.5:
             word, opposite = opposite, word
-        return _qa(f"「{word}」の反対は何ですか？", word, opposite, [o for pair in OPPOSITES for o in pair if word not in pair])
+        others = [o for pair in OPPOSITES for o in pair if word not in pair]
+        return _qa(f"「{word}」の反対は何ですか？", word, opposite, others)
     if kind == 3:
         _, word_ja, category = rng.choice(CATEGORIES)
         return _qa(f"{word_ja}は何の仲間ですか？", word_ja, category, [c[2] for c in CATEGORIES])
@@ -243,14 +247,15 @@ def japanese_instruction(rng: random.Random) -> Instruction:
     if kind == 5:
         index = rng.randrange(len(WEEKDAYS) - 1)
         today, tomorrow = WEEKDAYS[index][1], WEEKDAYS[index + 1][1]
-        return Instruction(f"今日は{today}です。明日は何曜日ですか？", f"{today}→{tomorrow}{SEPARATOR}{answer_sentence(tomorrow, 'ja')}",
+        return Instruction(f"今日は{today}です。明日は何曜日ですか？",
+                           f"{today}→{tomorrow}{SEPARATOR}{answer_sentence(tomorrow, 'ja')}",
                            tomorrow, tuple(day for _, day in WEEKDAYS if day not in (today, tomorrow)))
     if kind == 6:  # reading a number back: digits in the value, and still no arithmetic
         (_, name), = rng.sample(NAMES, 1)
         _, _, item, counter = rng.choice(ITEMS)
         n = rng.randint(2, 60)
-        return _qa(f"{name}は{item}を{n}{counter}持っています。{name}は{item}を何{counter}持っていますか？", name, str(n),
-                   [str(m) for m in range(1, 100)])
+        question = f"{name}は{item}を{n}{counter}持っています。{name}は{item}を何{counter}持っていますか？"
+        return _qa(question, name, str(n), [str(m) for m in range(1, 100)])
     en, ja = parallel_sentence(rng)
     return Instruction(f"日本語に訳してください: {en}", ja, ja)
 
