@@ -24,9 +24,7 @@ from evovlm.merge.sparsify import (
     KEEP_NONE,
     bf16_delta_cut,
     dare_keep_mask,
-    kth_largest_magnitude,
     magnitude_cut,
-    magnitude_keep_threshold,
     tensor_seed,
 )
 
@@ -477,28 +475,37 @@ def _sorted_kth(x: torch.Tensor, k: int) -> float:
     return float(torch.sort(x.float().abs().flatten(), descending=True).values[k - 1])
 
 
+def _kth_largest(chunks, numel: int, k: int) -> float:
+    """The k-th largest |x| (1 <= k < numel) as the trim finds it: magnitude_cut at density k / numel."""
+    density = k / numel
+    if int(density * numel) != k:  # k / numel rounded down: the next float up gives k back
+        density = math.nextafter(density, 1.0)
+    assert int(density * numel) == k
+    return magnitude_cut(chunks, numel, density).threshold
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("numel", [1, 2, 7, 100, 4097, 30_000])
-def test_kth_largest_magnitude_equals_sort(numel, dtype):
+@pytest.mark.parametrize("numel", [2, 7, 100, 4097, 30_000])
+def test_the_radix_select_finds_the_kth_largest_magnitude_as_a_sort_does(numel, dtype):
     x = _nasty_tensor(numel, dtype, seed=numel)
     if dtype == torch.float16:
         x = torch.nan_to_num(x, posinf=6e4, neginf=-6e4)
     ranked = torch.sort(x.float().abs().flatten(), descending=True).values
     generator = torch.Generator().manual_seed(7)
-    ks = {1, numel, (numel + 1) // 2, max(1, numel - 1)}
-    ks |= set(torch.randint(1, numel + 1, (3,), generator=generator).tolist())
+    ks = {1, (numel + 1) // 2, max(1, numel - 1)}
+    ks |= set(torch.randint(1, numel, (3,), generator=generator).tolist())
     for k in sorted(ks):
-        assert kth_largest_magnitude(x, k) == float(ranked[k - 1]), (numel, dtype, k)
+        assert _kth_largest(x, numel, k) == float(ranked[k - 1]), (numel, dtype, k)
 
 
-def test_kth_largest_magnitude_on_a_2d_noncontiguous_tensor():
+def test_the_radix_select_on_a_2d_noncontiguous_tensor():
     x = _nasty_tensor(60 * 70, torch.float32, seed=3).reshape(60, 70).t()
-    for k in (1, 5, 2100, 4200):
-        assert kth_largest_magnitude(x, k) == _sorted_kth(x, k)
+    for k in (1, 5, 2100, 4199):
+        assert _kth_largest(x, 4200, k) == _sorted_kth(x, k)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_kth_largest_magnitude_from_streamed_chunks(dtype):
+def test_the_radix_select_from_streamed_chunks(dtype):
     x = _nasty_tensor(30_011, dtype, seed=11)
     sizes = [1, 4096, 7, 10_000, 15_907]
     calls = []
@@ -507,42 +514,35 @@ def test_kth_largest_magnitude_from_streamed_chunks(dtype):
         calls.append(1)
         return iter(torch.split(x, sizes))
 
-    for k in (1, 17, 9_000, 30_011):
-        assert kth_largest_magnitude(chunks, k) == _sorted_kth(x, k)
+    for k in (1, 17, 9_000, 30_010):
+        assert _kth_largest(chunks, 30_011, k) == _sorted_kth(x, k)
     assert len(calls) >= 4  # re-iterated for each pass
-
-
-def test_kth_largest_magnitude_rejects_k_out_of_range():
-    with pytest.raises(ValueError):
-        kth_largest_magnitude(T(1, 2, 3), 0)
-    with pytest.raises(ValueError):
-        kth_largest_magnitude(T(1, 2, 3), 4)
 
 
 @pytest.mark.parametrize("density", [0.01, 0.1, 0.33, 0.5, 0.9, 0.999])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_magnitude_keep_threshold_keeps_the_top_share(density, dtype):
+def test_magnitude_cut_keeps_the_top_share(density, dtype):
     numel = 20_000
     x = _nasty_tensor(numel, dtype, seed=int(density * 1000))
     k = math.floor(density * numel)
-    threshold = magnitude_keep_threshold(x, numel, density)
+    threshold = magnitude_cut(x, numel, density).threshold
     assert threshold == _sorted_kth(x, k)
     magnitudes = x.float().abs()
     assert int((magnitudes >= threshold).sum()) >= k  # ties at the threshold are all kept
     assert int((magnitudes > threshold).sum()) < k
     # the streamed form gives the same answer
-    assert magnitude_keep_threshold(lambda: iter(torch.split(x, 3000)), numel, density) == threshold
+    assert magnitude_cut(lambda: iter(torch.split(x, 3000)), numel, density).threshold == threshold
 
 
-def test_magnitude_keep_threshold_edges():
+def test_magnitude_cut_edges():
     x = T(3, -1, 2, 0.5, 0, -7, 1, 1)
-    assert magnitude_keep_threshold(x, 8, 1.0) is None  # keep all
-    assert magnitude_keep_threshold(x, 8, 1.5) is None
-    assert magnitude_keep_threshold(x, 8, 0.1) == math.inf  # floor(0.8) = 0: keep none
-    assert magnitude_keep_threshold(x, 8, 0.0) == math.inf
-    assert magnitude_keep_threshold(x, 8, 0.125) == 7.0  # k = 1: |-7|
-    assert magnitude_keep_threshold(x, 8, 0.5) == 1.0  # k = 4: 7, 3, 2, 1
-    assert magnitude_keep_threshold(x, 8, 0.75) == 1.0  # k = 6: 7, 3, 2, 1, 1, 1
+    assert magnitude_cut(x, 8, 1.0).threshold == 0.0  # keep all: |x| >= 0
+    assert magnitude_cut(x, 8, 1.5).threshold == 0.0
+    assert magnitude_cut(x, 8, 0.1).threshold == math.inf  # floor(0.8) = 0: keep none
+    assert magnitude_cut(x, 8, 0.0).threshold == math.inf
+    assert magnitude_cut(x, 8, 0.125).threshold == 7.0  # k = 1: |-7|
+    assert magnitude_cut(x, 8, 0.5).threshold == 1.0  # k = 4: 7, 3, 2, 1
+    assert magnitude_cut(x, 8, 0.75).threshold == 1.0  # k = 6: 7, 3, 2, 1, 1, 1
 
 
 # --------------------------------------------------------------------------------------
@@ -648,7 +648,7 @@ def test_the_default_chunk_size_is_used_for_large_tensors():
     base, sources = _random_case(CHUNK_ELEMENTS + 3, 2, seed=8)
     out = ties(base, sources, [1.0, 1.0], [0.5, 0.5])
     expected = _reference_gta(base, sources, [1.0, 1.0], [
-        ((s - base).abs() >= magnitude_keep_threshold(s - base, base.numel(), 0.5)).double() for s in sources],
+        ((s - base).abs() >= magnitude_cut(s - base, base.numel(), 0.5).threshold).double() for s in sources],
         [1.0, 1.0], True, True, 1.0)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
 

@@ -240,19 +240,17 @@ def _model_inputs(runner: Any, prompt: Prompt, image: Any) -> dict:
     return inputs
 
 
-def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return (text[:min(cuts)], True) if cuts else (text, False)
-
-
 def _greedy(runner: Any, prompt: Prompt, decoding: Decoding, image: Any, emit: Callable[[str], None],
             cancel: threading.Event) -> None:
     import torch
     from transformers import GenerationConfig, StoppingCriteriaList
 
+    from evovlm.eval.runners import truncate_at_stop
+
     def on_text(text: str) -> None:
-        text, stopped = _cut(text, prompt.stop_strings)
-        emit(text)
+        shown = truncate_at_stop(text, prompt.stop_strings)
+        stopped = len(shown) < len(text)
+        emit(shown)
         if stopped:
             cancel.set()  # the model began a new turn: stop generating
 

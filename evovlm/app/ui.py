@@ -337,20 +337,20 @@ class Demo:
                 *(gr.update(choices=self.registry.choices(t)) for t in ("vqa", "vqa", "chat", "chat")))
 
 
-def build(demo: Demo, *, concurrency: int) -> gr.Blocks:
-    cfg, reg = demo.config, demo.registry
-    vqa_a, vqa_b = reg.default_pair("vqa")
-    chat_a, chat_b = reg.default_pair("chat")
-    vqa_gen, chat_gen, lim = cfg.generation["vqa"], cfg.generation["chat"], cfg.limits
-    # "model default": the model's own template from the models YAML, else the tab's (the paper's)
-    templates = [MODEL_DEFAULT, AUTO, *(name for name in prompts.template_names() if name != prompts.CHAT)]
-    gen_queue = {"concurrency_limit": concurrency, "concurrency_id": "generate"}
-    light = {"concurrency_limit": 8, "concurrency_id": "browse"}
-    ui_only = {"api_visibility": "private", "queue": False}
+@dataclass(frozen=True)
+class _Layout:
+    """What every tab's builder needs: the app, its limits, and the event queues."""
 
-    def settings(defaults: Any, templates: list[str], template_value: str) -> tuple:
+    demo: Demo
+    templates: list[str]
+    gen_queue: dict
+    light: dict = field(default_factory=lambda: {"concurrency_limit": 8, "concurrency_id": "browse"})
+    ui_only: dict = field(default_factory=lambda: {"api_visibility": "private", "queue": False})
+
+    def settings(self, defaults: Any) -> tuple:
+        lim = self.demo.config.limits
         with gr.Accordion("詳細設定 / advanced generation settings", open=False):
-            template = gr.Dropdown(templates, value=template_value, label="prompt template",
+            template = gr.Dropdown(self.templates, value=MODEL_DEFAULT, label="prompt template",
                                    info=f"model default: the model's own template, else {defaults.template}; "
                                         "auto: the tokenizer's chat template, else ja-alpaca-cot")
             beams = gr.Slider(1, lim.max_beams, value=min(defaults.num_beams, lim.max_beams), step=1, label="beams")
@@ -360,141 +360,175 @@ def build(demo: Demo, *, concurrency: int) -> gr.Blocks:
             gr.Markdown(BEAM_NOTE)
         return template, beams, tokens, penalty
 
+
+def build(demo: Demo, *, concurrency: int) -> gr.Blocks:
+    # "model default": the model's own template from the models YAML, else the tab's (the paper's)
+    templates = [MODEL_DEFAULT, AUTO, *(name for name in prompts.template_names() if name != prompts.CHAT)]
+    layout = _Layout(demo, templates, {"concurrency_limit": concurrency, "concurrency_id": "generate"})
     # delete_cache: uploads older than an hour go, so a public Space does not fill its disk.
     with gr.Blocks(title="EvoVLM demo", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown("## EvoVLM — evolutionary model merging demo  \n"
                     "Two models side by side: an evolved merge and its sources "
                     "([Akiba et al. 2024](https://arxiv.org/abs/2403.13187)).")
         with gr.Tabs():
-            with gr.Tab("画像QA · Image QA", id="vqa"):
-                with gr.Row():
-                    with gr.Column(scale=2):
-                        image = UploadedImage(label="画像 / image", type="filepath", sources=["upload", "clipboard"],
-                                              height=280, elem_id="vqa-image")
-                        question = gr.Textbox(DEFAULT_QUESTION, label="質問 / question", lines=2,
-                                              max_length=lim.max_question_chars, elem_id="vqa-question")
-                        with gr.Row():
-                            model_a = gr.Dropdown(reg.choices("vqa"), value=vqa_a, label="model A",
-                                                  elem_id="vqa-model-a")
-                            model_b = gr.Dropdown(reg.choices("vqa"), value=vqa_b, label="model B",
-                                                  elem_id="vqa-model-b")
-                        vqa_settings = settings(vqa_gen, templates, MODEL_DEFAULT)
-                        ask = gr.Button("質問する / Ask", variant="primary", elem_id="vqa-ask")
-                        gr.Examples(image_examples(), inputs=[image, question], label="例 / examples")
-                    with gr.Column(scale=3):
-                        vqa_status = gr.Markdown(elem_id="vqa-status")
-                        with gr.Row():
-                            answer_a = gr.Textbox(label=f"A: {vqa_a}", lines=14, interactive=False,
-                                                  elem_id="vqa-answer-a", elem_classes="answer", buttons=["copy"])
-                            answer_b = gr.Textbox(label=f"B: {vqa_b}", lines=14, interactive=False,
-                                                  elem_id="vqa-answer-b", elem_classes="answer", buttons=["copy"])
-                vqa_inputs = [image, question, model_a, model_b, *vqa_settings]
-                ask.click(demo.image_qa, vqa_inputs, [vqa_status, answer_a, answer_b], api_name="image_qa", **gen_queue)
-                question.submit(demo.image_qa, vqa_inputs, [vqa_status, answer_a, answer_b],
-                                api_visibility="private", **gen_queue)
-                model_a.change(lambda n: gr.update(label=f"A: {n}"), model_a, answer_a, **ui_only)
-                model_b.change(lambda n: gr.update(label=f"B: {n}"), model_b, answer_b, **ui_only)
-
-            with gr.Tab("チャット · Chat", id="chat"):
-                with gr.Row():
-                    chat_model_a = gr.Dropdown(reg.choices("chat"), value=chat_a, label="model A",
-                                               elem_id="chat-model-a")
-                    chat_model_b = gr.Dropdown(reg.choices("chat"), value=chat_b, label="model B",
-                                               elem_id="chat-model-b")
-                with gr.Row():
-                    history_a = gr.Chatbot(label=f"A: {chat_a}", height=380, elem_id="chat-a")
-                    history_b = gr.Chatbot(label=f"B: {chat_b}", height=380, elem_id="chat-b")
-                chat_status = gr.Markdown()
-                with gr.Row():
-                    message = gr.Textbox(placeholder="メッセージ / message", show_label=False, scale=5,
-                                         max_length=lim.max_question_chars, elem_id="chat-message")
-                    send = gr.Button("送信 / Send", variant="primary", scale=1)
-                    clear = gr.Button("クリア / Clear", scale=1)
-                chat_settings = settings(chat_gen, templates, MODEL_DEFAULT)
-                gr.Examples([[q] for q in MGSM_STYLE], inputs=[message], label="MGSM 形式の例 / MGSM-style examples")
-                chat_inputs = [message, history_a, history_b, chat_model_a, chat_model_b, *chat_settings]
-                chat_outputs = [history_a, history_b, message, chat_status]
-                send.click(demo.chat, chat_inputs, chat_outputs, api_name="chat", **gen_queue)
-                message.submit(demo.chat, chat_inputs, chat_outputs, api_visibility="private", **gen_queue)
-                clear.click(lambda: ([], [], ""), None, [history_a, history_b, chat_status], **ui_only)
-                chat_model_a.change(lambda n: gr.update(label=f"A: {n}"), chat_model_a, history_a, **ui_only)
-                chat_model_b.change(lambda n: gr.update(label=f"B: {n}"), chat_model_b, history_b, **ui_only)
-
-            with gr.Tab("ケーススタディ · Case studies", id="cases"):
-                gr.Markdown("Results files from `evovlm eval --out FILE`: A alone, or A against B, sample by sample.")
-                with gr.Row():
-                    file_a = gr.File(label="results A (.json)", file_types=[".json"], elem_id="cases-file-a")
-                    file_b = gr.File(label="results B (.json, optional)", file_types=[".json"], elem_id="cases-file-b")
-                with gr.Row():
-                    metric = gr.Dropdown([], label="per-sample metric", allow_custom_value=True)
-                    which = gr.Radio(case_lib.FILTERS, value="all", label="filter")
-                    sort = gr.Dropdown(case_lib.SORTS, value=case_lib.SORTS[0], label="sort")
-                    search = gr.Textbox(label="search", placeholder="question, reference or response text")
-                case_summary = gr.Markdown()
-                case_table = gr.Dataframe(headers=case_lib.TABLE_HEADERS, interactive=False, wrap=True, max_height=320)
-                with gr.Row():
-                    prev_case = gr.Button("◀ previous")
-                    position = gr.Number(0, label="position in the list", precision=0, minimum=0)
-                    next_case = gr.Button("next ▶")
-                with gr.Row():
-                    case_image = gr.Image(label="image", type="pil", interactive=False, height=260)
-                    with gr.Column():
-                        case_question = gr.Textbox(label="question", interactive=False)
-                        case_reference = gr.Textbox(label="reference", interactive=False)
-                with gr.Row():
-                    case_resp_a = gr.Textbox(label="response A", lines=6, interactive=False)
-                    case_resp_b = gr.Textbox(label="response B", lines=6, interactive=False)
-                case_detail = gr.Markdown()
-                case_inputs = [file_a, file_b, metric, which, sort, search, position]
-                case_outputs = [case_summary, metric, case_table, position, case_image, case_question, case_reference,
-                                case_resp_a, case_resp_b, case_detail]
-                load_cases = {"fn": demo.cases, "inputs": case_inputs, "outputs": case_outputs}
-                file_a.change(**load_cases, api_name="cases", **light)
-                for trigger in (file_b.change, metric.input, which.change, sort.change, search.submit):
-                    trigger(**load_cases, api_visibility="private", **light)
-                prev_case.click(lambda p: max(int(p or 0) - 1, 0), position, position, **ui_only).then(
-                    **load_cases, api_visibility="private", **light)
-                next_case.click(lambda p: int(p or 0) + 1, position, position, **ui_only).then(
-                    **load_cases, api_visibility="private", **light)
-                position.submit(**load_cases, api_visibility="private", **light)
-
-                def pick(evt: gr.SelectData) -> int:
-                    return int(evt.index[0]) if isinstance(evt.index, (list, tuple)) else int(evt.index)
-
-                case_table.select(pick, None, position, **ui_only).then(**load_cases, api_visibility="private", **light)
-
-            with gr.Tab("進化 · Evolution", id="evolution"):
-                runs_found = run_lib.find_runs(demo.runs_roots)
-                with gr.Row():
-                    run_dir = gr.Dropdown(runs_found, value=runs_found[0] if runs_found else None,
-                                          allow_custom_value=True, label="run directory (evovlm evolve --out)", scale=4)
-                    rescan = gr.Button("find runs", scale=1)
-                    refresh = gr.Button("⟳ refresh", variant="primary", scale=1)
-                    live = gr.Checkbox(False, label="auto-refresh (5 s)", scale=1)
-                run_summary = gr.Markdown()
-                with gr.Row():
-                    curve = gr.Image(label="fitness", type="pil", interactive=False)
-                    scores = gr.Dataframe(headers=["model", "note", "score"], interactive=False,
-                                          label="sources vs best merged")
-                heatmap = gr.Image(label="best recipe: weights and densities", type="pil", interactive=False)
-                dfs = gr.Image(label="DFS layer path", type="pil", interactive=False)
-                recipe = gr.Code(label="best recipe", language="yaml", interactive=False)
-                run_outputs = [run_summary, curve, heatmap, dfs, scores, recipe]
-                refresh.click(demo.run, run_dir, run_outputs, api_name="run", **light)
-                run_dir.change(demo.run, run_dir, run_outputs, api_visibility="private", **light)
-                rescan.click(demo.list_runs, None, run_dir, api_name="list_runs", **light)
-                timer = gr.Timer(5.0, active=False)
-                timer.tick(demo.run, run_dir, run_outputs, api_visibility="private", show_progress="hidden", **light)
-                live.change(lambda on: gr.Timer(active=bool(on)), live, timer, **ui_only)
-                if runs_found:  # show the newest-listed run straight away
-                    blocks.load(demo.run, run_dir, run_outputs, api_visibility="private", **light)
-
-            with gr.Tab("モデル · Models", id="models"):
-                gr.Markdown(f"From `{cfg.source}`. At most {demo.cache.max_resident} models stay loaded "
-                            "(least recently used evicted first).")
-                model_table = gr.Dataframe(reg.table(), headers=["name", "kind", "ref", "status", "path or reason",
-                                                                 "description"], interactive=False, wrap=True)
-                recheck = gr.Button("⟳ re-check availability")
-                recheck.click(demo.models, None, [model_table, model_a, model_b, chat_model_a, chat_model_b],
-                              api_name="models", **light)
+            vqa_models = _image_qa_tab(layout)
+            chat_models = _chat_tab(layout)
+            _cases_tab(layout)
+            _evolution_tab(layout, blocks)
+            _models_tab(layout, [*vqa_models, *chat_models])
     return blocks
+
+
+def _model_pair(registry: Any, kind: str) -> tuple:
+    """The A and B model dropdowns of a tab (``kind`` vqa or chat), set to the default pair."""
+    return tuple(gr.Dropdown(registry.choices(kind), value=value, label=f"model {side}",
+                             elem_id=f"{kind}-model-{side.lower()}")
+                 for side, value in zip("AB", registry.default_pair(kind)))
+
+
+def _image_qa_tab(layout: _Layout) -> tuple:
+    """The image QA tab; returns its two model dropdowns."""
+    demo, lim, gen_queue, ui_only = layout.demo, layout.demo.config.limits, layout.gen_queue, layout.ui_only
+    with gr.Tab("画像QA · Image QA", id="vqa"):
+        with gr.Row():
+            with gr.Column(scale=2):
+                image = UploadedImage(label="画像 / image", type="filepath", sources=["upload", "clipboard"],
+                                      height=280, elem_id="vqa-image")
+                question = gr.Textbox(DEFAULT_QUESTION, label="質問 / question", lines=2,
+                                      max_length=lim.max_question_chars, elem_id="vqa-question")
+                with gr.Row():
+                    model_a, model_b = _model_pair(demo.registry, "vqa")
+                vqa_settings = layout.settings(demo.config.generation["vqa"])
+                ask = gr.Button("質問する / Ask", variant="primary", elem_id="vqa-ask")
+                gr.Examples(image_examples(), inputs=[image, question], label="例 / examples")
+            with gr.Column(scale=3):
+                vqa_status = gr.Markdown(elem_id="vqa-status")
+                with gr.Row():
+                    answer_a = gr.Textbox(label=f"A: {model_a.value}", lines=14, interactive=False,
+                                          elem_id="vqa-answer-a", elem_classes="answer", buttons=["copy"])
+                    answer_b = gr.Textbox(label=f"B: {model_b.value}", lines=14, interactive=False,
+                                          elem_id="vqa-answer-b", elem_classes="answer", buttons=["copy"])
+        vqa_inputs = [image, question, model_a, model_b, *vqa_settings]
+        ask.click(demo.image_qa, vqa_inputs, [vqa_status, answer_a, answer_b], api_name="image_qa", **gen_queue)
+        question.submit(demo.image_qa, vqa_inputs, [vqa_status, answer_a, answer_b],
+                        api_visibility="private", **gen_queue)
+        model_a.change(lambda n: gr.update(label=f"A: {n}"), model_a, answer_a, **ui_only)
+        model_b.change(lambda n: gr.update(label=f"B: {n}"), model_b, answer_b, **ui_only)
+    return model_a, model_b
+
+
+def _chat_tab(layout: _Layout) -> tuple:
+    """The chat tab; returns its two model dropdowns."""
+    demo, lim, gen_queue, ui_only = layout.demo, layout.demo.config.limits, layout.gen_queue, layout.ui_only
+    with gr.Tab("チャット · Chat", id="chat"):
+        with gr.Row():
+            chat_model_a, chat_model_b = _model_pair(demo.registry, "chat")
+        with gr.Row():
+            history_a = gr.Chatbot(label=f"A: {chat_model_a.value}", height=380, elem_id="chat-a")
+            history_b = gr.Chatbot(label=f"B: {chat_model_b.value}", height=380, elem_id="chat-b")
+        chat_status = gr.Markdown()
+        with gr.Row():
+            message = gr.Textbox(placeholder="メッセージ / message", show_label=False, scale=5,
+                                 max_length=lim.max_question_chars, elem_id="chat-message")
+            send = gr.Button("送信 / Send", variant="primary", scale=1)
+            clear = gr.Button("クリア / Clear", scale=1)
+        chat_settings = layout.settings(demo.config.generation["chat"])
+        gr.Examples([[q] for q in MGSM_STYLE], inputs=[message], label="MGSM 形式の例 / MGSM-style examples")
+        chat_inputs = [message, history_a, history_b, chat_model_a, chat_model_b, *chat_settings]
+        chat_outputs = [history_a, history_b, message, chat_status]
+        send.click(demo.chat, chat_inputs, chat_outputs, api_name="chat", **gen_queue)
+        message.submit(demo.chat, chat_inputs, chat_outputs, api_visibility="private", **gen_queue)
+        clear.click(lambda: ([], [], ""), None, [history_a, history_b, chat_status], **ui_only)
+        chat_model_a.change(lambda n: gr.update(label=f"A: {n}"), chat_model_a, history_a, **ui_only)
+        chat_model_b.change(lambda n: gr.update(label=f"B: {n}"), chat_model_b, history_b, **ui_only)
+    return chat_model_a, chat_model_b
+
+
+def _cases_tab(layout: _Layout) -> None:
+    """Results files side by side, sample by sample."""
+    demo, light, ui_only = layout.demo, layout.light, layout.ui_only
+    with gr.Tab("ケーススタディ · Case studies", id="cases"):
+        gr.Markdown("Results files from `evovlm eval --out FILE`: A alone, or A against B, sample by sample.")
+        with gr.Row():
+            file_a = gr.File(label="results A (.json)", file_types=[".json"], elem_id="cases-file-a")
+            file_b = gr.File(label="results B (.json, optional)", file_types=[".json"], elem_id="cases-file-b")
+        with gr.Row():
+            metric = gr.Dropdown([], label="per-sample metric", allow_custom_value=True)
+            which = gr.Radio(case_lib.FILTERS, value="all", label="filter")
+            sort = gr.Dropdown(case_lib.SORTS, value=case_lib.SORTS[0], label="sort")
+            search = gr.Textbox(label="search", placeholder="question, reference or response text")
+        case_summary = gr.Markdown()
+        case_table = gr.Dataframe(headers=case_lib.TABLE_HEADERS, interactive=False, wrap=True, max_height=320)
+        with gr.Row():
+            prev_case = gr.Button("◀ previous")
+            position = gr.Number(0, label="position in the list", precision=0, minimum=0)
+            next_case = gr.Button("next ▶")
+        with gr.Row():
+            case_image = gr.Image(label="image", type="pil", interactive=False, height=260)
+            with gr.Column():
+                case_question = gr.Textbox(label="question", interactive=False)
+                case_reference = gr.Textbox(label="reference", interactive=False)
+        with gr.Row():
+            case_resp_a = gr.Textbox(label="response A", lines=6, interactive=False)
+            case_resp_b = gr.Textbox(label="response B", lines=6, interactive=False)
+        case_detail = gr.Markdown()
+        case_inputs = [file_a, file_b, metric, which, sort, search, position]
+        case_outputs = [case_summary, metric, case_table, position, case_image, case_question, case_reference,
+                        case_resp_a, case_resp_b, case_detail]
+        load_cases = {"fn": demo.cases, "inputs": case_inputs, "outputs": case_outputs}
+        file_a.change(**load_cases, api_name="cases", **light)
+        for trigger in (file_b.change, metric.input, which.change, sort.change, search.submit):
+            trigger(**load_cases, api_visibility="private", **light)
+        prev_case.click(lambda p: max(int(p or 0) - 1, 0), position, position, **ui_only).then(
+            **load_cases, api_visibility="private", **light)
+        next_case.click(lambda p: int(p or 0) + 1, position, position, **ui_only).then(
+            **load_cases, api_visibility="private", **light)
+        position.submit(**load_cases, api_visibility="private", **light)
+
+        def pick(evt: gr.SelectData) -> int:
+            return int(evt.index[0]) if isinstance(evt.index, (list, tuple)) else int(evt.index)
+
+        case_table.select(pick, None, position, **ui_only).then(**load_cases, api_visibility="private", **light)
+
+
+def _evolution_tab(layout: _Layout, blocks: gr.Blocks) -> None:
+    """An evolution run's fitness, recipe and layer path, optionally refreshed live."""
+    demo, light, ui_only = layout.demo, layout.light, layout.ui_only
+    with gr.Tab("進化 · Evolution", id="evolution"):
+        runs_found = run_lib.find_runs(demo.runs_roots)
+        with gr.Row():
+            run_dir = gr.Dropdown(runs_found, value=runs_found[0] if runs_found else None,
+                                  allow_custom_value=True, label="run directory (evovlm evolve --out)", scale=4)
+            rescan = gr.Button("find runs", scale=1)
+            refresh = gr.Button("⟳ refresh", variant="primary", scale=1)
+            live = gr.Checkbox(False, label="auto-refresh (5 s)", scale=1)
+        run_summary = gr.Markdown()
+        with gr.Row():
+            curve = gr.Image(label="fitness", type="pil", interactive=False)
+            scores = gr.Dataframe(headers=["model", "note", "score"], interactive=False,
+                                  label="sources vs best merged")
+        heatmap = gr.Image(label="best recipe: weights and densities", type="pil", interactive=False)
+        dfs = gr.Image(label="DFS layer path", type="pil", interactive=False)
+        recipe = gr.Code(label="best recipe", language="yaml", interactive=False)
+        run_outputs = [run_summary, curve, heatmap, dfs, scores, recipe]
+        refresh.click(demo.run, run_dir, run_outputs, api_name="run", **light)
+        run_dir.change(demo.run, run_dir, run_outputs, api_visibility="private", **light)
+        rescan.click(demo.list_runs, None, run_dir, api_name="list_runs", **light)
+        timer = gr.Timer(5.0, active=False)
+        timer.tick(demo.run, run_dir, run_outputs, api_visibility="private", show_progress="hidden", **light)
+        live.change(lambda on: gr.Timer(active=bool(on)), live, timer, **ui_only)
+        if runs_found:  # show the newest-listed run straight away
+            blocks.load(demo.run, run_dir, run_outputs, api_visibility="private", **light)
+
+
+def _models_tab(layout: _Layout, dropdowns: list) -> None:
+    """The models YAML's entries and whether each is available; a re-check updates every dropdown."""
+    demo, light = layout.demo, layout.light
+    cfg, reg = demo.config, demo.registry
+    with gr.Tab("モデル · Models", id="models"):
+        gr.Markdown(f"From `{cfg.source}`. At most {demo.cache.max_resident} models stay loaded "
+                    "(least recently used evicted first).")
+        model_table = gr.Dataframe(reg.table(), headers=["name", "kind", "ref", "status", "path or reason",
+                                                         "description"], interactive=False, wrap=True)
+        recheck = gr.Button("⟳ re-check availability")
+        recheck.click(demo.models, None, [model_table, *dropdowns], api_name="models", **light)

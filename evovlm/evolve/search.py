@@ -108,14 +108,7 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
     stage_dir.mkdir(parents=True, exist_ok=True)
     state_dir = stage_dir / "state"
     history = History(stage_dir / "history.jsonl")
-    latest = latest_state(state_dir)
-    if latest is None:
-        optimizer = Optimizer.create(opt_config, genome.initial_mean(opt_config.mean), config.seed)
-    else:
-        optimizer = Optimizer.load(latest[1])
-        if optimizer.engine.dim != genome.size or optimizer.generation != latest[0] + 1:
-            raise EvoVLMError(f"{latest[1]} does not match this run's config ({optimizer.engine.dim} genes saved, "
-                              f"{genome.size} in the genome): was the config changed?")
+    optimizer = _start_or_resume(state_dir, opt_config, genome, config.seed)
     population = optimizer.population_size
     total = budget.generations_for(population)
     use_validation = config.validation is not None
@@ -132,14 +125,7 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
             genomes = optimizer.ask_generation()
             if generation == 0 and getattr(genome, "start_is_a_model", False):
                 genomes = [*genomes, genome.initial_mean(opt_config.mean)]
-            # Candidates of this generation that finished before a crash are reused; failed ones are
-            # tried again (a deterministic failure fails again the same way; a transient one may not).
-            done = {i: r for i, r in history.candidates(generation).items() if r.get("fitness") is not None}
-            for index, record in done.items():
-                if index >= len(genomes) or record["genome"] != genomes[index].tolist():
-                    raise EvoVLMError(f"{history.path}: candidate {index} of generation {generation} differs from "
-                                      "what the saved optimiser state asks: the history and the state disagree "
-                                      "(was the config or the seed changed?)")
+            done = _finished_before_a_crash(history, generation, genomes)
             todo = [Task(generation, i, "fitness", genomes[i].tolist()) for i in range(len(genomes)) if i not in done]
             inner = progress_bar(total=len(genomes), initial=len(done), desc=f"{label}generation {generation}",
                                  unit="cand", leave=False, disable=not progress, position=1)
@@ -178,6 +164,30 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
     return SearchResult(best=choose_best(history, total, use_validation), generations=total, population=population,
                         trials=len(told), failed=sum(1 for r in told if r.get("fitness") is None),
                         history_path=history.path)
+
+
+def _start_or_resume(state_dir: Path, opt_config: Any, genome: Any, seed: int) -> Optimizer:
+    """A fresh optimiser, or the one saved after the last finished generation."""
+    latest = latest_state(state_dir)
+    if latest is None:
+        return Optimizer.create(opt_config, genome.initial_mean(opt_config.mean), seed)
+    optimizer = Optimizer.load(latest[1])
+    if optimizer.engine.dim != genome.size or optimizer.generation != latest[0] + 1:
+        raise EvoVLMError(f"{latest[1]} does not match this run's config ({optimizer.engine.dim} genes saved, "
+                          f"{genome.size} in the genome): was the config changed?")
+    return optimizer
+
+
+def _finished_before_a_crash(history: History, generation: int, genomes: list) -> dict[int, dict]:
+    """Candidates of ``generation`` scored before a crash, by index: they are reused. Failed ones are
+    tried again (a deterministic failure fails again the same way; a transient one may not)."""
+    done = {i: r for i, r in history.candidates(generation).items() if r.get("fitness") is not None}
+    for index, record in done.items():
+        if index >= len(genomes) or record["genome"] != genomes[index].tolist():
+            raise EvoVLMError(f"{history.path}: candidate {index} of generation {generation} differs from "
+                              "what the saved optimiser state asks: the history and the state disagree "
+                              "(was the config or the seed changed?)")
+    return done
 
 
 def _close_told_generations(history: History, told: int) -> None:

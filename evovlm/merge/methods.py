@@ -32,6 +32,7 @@ The work streams over chunks that fit in cache, so memory stays at a few copies 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -223,16 +224,25 @@ def _elect_and_sum(work: _Workspace, size: int, deltas: torch.Tensor, weights: S
     return agree_sum, divisor.add_(torch.eq(divisor, 0.0, out=agrees))  # no agreeing source: divide by 1, as mergekit
 
 
-def _gta(sparsify: str | None, consensus: bool, default_normalize: bool, default_rescale: str | None):
+class Default(Enum):
+    """The method's own choice for an option the caller leaves unset (``None`` already means "no
+    rescaling", so it cannot also mean "unset")."""
+
+    CHOICE = "the method's default"
+
+
+def _gta(*, sparsify: str | None, consensus: bool, default_normalize: bool, default_rescale: str | None):
     def method(base: torch.Tensor | None, sources: Sequence[torch.Tensor], weights: Sequence[float],
                densities: Sequence[float] | None = None, *, seeds: Sequence[int] | None = None,
-               normalize: bool | None = None, rescale: str | None | bool = "default", lam: float = 1.0,
-               out: torch.Tensor | None = None, **_: object) -> torch.Tensor:
+               normalize: bool | None = None, rescale: str | None | bool | Default = Default.CHOICE,
+               lam: float = 1.0, out: torch.Tensor | None = None, **_: object) -> torch.Tensor:
         if base is None:
             raise ValueError("this method needs a base model (task vectors are taken against it)")
+        if rescale is Default.CHOICE:
+            rescale = default_rescale
         plan = _Plan(sparsify=sparsify, consensus=consensus,
                      normalize=default_normalize if normalize is None else bool(normalize), lam=float(lam),
-                     rescale=default_rescale if rescale == "default" else (None if rescale is False else rescale))
+                     rescale=None if rescale is False else rescale)
         return _generalized(base, sources, weights, densities if densities is not None else [1.0] * len(sources),
                             seeds, plan, out)
     return method
@@ -244,7 +254,7 @@ dare_linear = _gta(sparsify="random", consensus=False, default_normalize=False, 
 dare_ties = _gta(sparsify="random", consensus=True, default_normalize=False, default_rescale="inverse")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MergeMethod:
     name: str
     fn: Callable[..., torch.Tensor]
@@ -257,12 +267,16 @@ class MergeMethod:
 METHODS: dict[str, MergeMethod] = {
     method.name: method
     for method in (
-        MergeMethod("linear", linear, False, False, False, "weighted average of the sources"),
-        MergeMethod("task_arithmetic", task_arithmetic, True, False, False,
-                    "base + lambda * sum of weighted task vectors"),
-        MergeMethod("ties", ties, True, True, False, "trim by magnitude, elect sign, disjoint mean"),
-        MergeMethod("dare_linear", dare_linear, True, True, True, "DARE drop-and-rescale, then task arithmetic"),
-        MergeMethod("dare_ties", dare_ties, True, True, True, "DARE drop-and-rescale, then TIES sign election"),
+        MergeMethod(name="linear", fn=linear, needs_base=False, uses_density=False, random=False,
+                    summary="weighted average of the sources"),
+        MergeMethod(name="task_arithmetic", fn=task_arithmetic, needs_base=True, uses_density=False, random=False,
+                    summary="base + lambda * sum of weighted task vectors"),
+        MergeMethod(name="ties", fn=ties, needs_base=True, uses_density=True, random=False,
+                    summary="trim by magnitude, elect sign, disjoint mean"),
+        MergeMethod(name="dare_linear", fn=dare_linear, needs_base=True, uses_density=True, random=True,
+                    summary="DARE drop-and-rescale, then task arithmetic"),
+        MergeMethod(name="dare_ties", fn=dare_ties, needs_base=True, uses_density=True, random=True,
+                    summary="DARE drop-and-rescale, then TIES sign election"),
     )
 }
 # Spellings people use for the same methods.

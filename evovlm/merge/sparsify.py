@@ -194,25 +194,6 @@ class MagnitudeTrimmer:
         return chunk.masked_fill_(drop, 0.0)
 
 
-def kth_largest_magnitude(chunks: Chunks, k: int) -> float:
-    """The k-th largest |x| over all elements (1-based k), exactly, in linear time."""
-    numel = sum(part.numel() for part in _passes(chunks))
-    if not 1 <= k <= numel:
-        raise ValueError(f"k={k} outside 1..{numel}")
-    return _cut_top_k(chunks, k).threshold
-
-
-def magnitude_keep_threshold(chunks: Chunks, numel: int, density: float) -> float | None:
-    """The magnitude of the k-th largest entry, k = floor(density * numel).
-
-    The trim itself keeps exactly k entries (see :class:`MagnitudeCut` for ties at t).
-    None when everything is kept (density >= 1), +inf when nothing is (k = 0).
-    """
-    if density >= 1.0:
-        return None
-    return magnitude_cut(chunks, numel, density).threshold
-
-
 def dare_keep_mask(numel: int, density: float, seed: int) -> torch.Tensor:
     """Bernoulli(density) keep-mask of ``numel`` entries, a pure function of (numel, density, seed)."""
     if density >= 1.0:
