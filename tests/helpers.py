@@ -68,39 +68,77 @@ def make_results(folder: Path) -> tuple[Path, Path]:
             write("llava.json", "zoo:vlm", 1, [30.0, 10.0, 70.0, 50.0]))
 
 
-BEST_RECIPE = """\
-method: dare_ties
-base_model: zoo:fixture-base  # not a built model: the layer count comes from the selectors
-target: zoo:fixture-vlm
-seed: 0
-models:
-  - model: zoo:ja
-    weight: {default: 0.5, layers.0-1: 0.75, layers.2-3: 0.25}
-    density: 0.6
-  - model: zoo:math
-    weight: 0.4
-    density: {default: 0.8, embed: 1.0}
-"""
+BEST_RECIPE = {  # as evolve writes one (Recipe.to_dict) for group_size 1 on the 2-layer tiny models
+    "method": "dare_ties", "base_model": str(TINY / "base"), "seed": 0,
+    "models": [{"model": str(TINY / "ja"), "weight": {"layers.0": 0.75, "layers.1": 0.25, "default": 0.5},
+                "density": 0.6},  # pinned in the config: no gene
+               {"model": str(TINY / "math"), "weight": 0.4,
+                "density": {"layers.0": 0.8, "layers.1": 0.7, "default": 1.0}}]}
+BEST_DFS = {"path": ["A:0", "B:1", "B:0", "A:1"], "scales": [1.0, 0.8, 1.2, 0.9]}
 
 
 def make_run_dir(folder: Path, *, dfs: bool = False) -> Path:
-    """A live-looking run: candidates over 4 generations, a failure, summaries, a torn last line."""
+    """A live run in evolve's format (evovlm.evolve.rundir), written with evolve's own writers.
+
+    PS: 4 generations of 5 candidates (fitness 0.2 + 0.05 g + 0.01 i), generation 3's last one
+    failed, a validation score per generation, a torn last line. ``dfs``: a ps+dfs run whose PS
+    stage (the above, finished) is followed by a DFS stage under way: 2 generations of 4, plus
+    the starting model (model A itself) in generation 0."""
+    from evovlm.evolve.config import config_from_dict
+    from evovlm.evolve.history import History
+    from evovlm.evolve.report import best_file_text
+    from evovlm.evolve.rundir import BEST_FILE, CONFIG_NAME, RUN_INFO_NAME, run_info_text
+    from evovlm.evolve.search import Best
+
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text("mode: ps\nseed: 0\nps: {method: dare_ties, group_size: 2}\n", encoding="utf-8")
-    lines = [{"type": "baseline", "model": "zoo:ja", "fitness": 0.20},
-             {"type": "baseline", "model": "zoo:math", "fitness": 0.30}]
+    ps = {"method": "dare_ties", "base_model": str(TINY / "base"), "group_size": 1,
+          "models": [{"model": str(TINY / "ja"), "density": 0.6}, {"model": str(TINY / "math"), "weight": 0.4}]}
+    config = {"mode": "ps+dfs" if dfs else "ps", "seed": 0, "ps": ps, "optimizer": {"population": 5},
+              "fitness": {"benchmark": "mgsm-ja", "metric": "acc_ja"}, "validation": {"benchmark": "mgsm-ja"}}
+    if dfs:
+        config["dfs"] = {"model_a": "ps", "model_b": str(TINY / "math"), "optimizer": {"population": 4}}
+    (folder / CONFIG_NAME).write_text(config_from_dict(config).to_yaml(), encoding="utf-8")
+    (folder / RUN_INFO_NAME).write_text(run_info_text(), encoding="utf-8")
+
+    def candidate(generation: int, index: int, fitness: float | None, described: dict, **extra) -> dict:
+        return {"type": "candidate", "generation": generation, "index": index, "fitness": fitness,
+                "metric": "acc_ja", "error": None if fitness is not None else "RuntimeError: CUDA out of memory",
+                "wall_s": 1.5, "merge_s": 0.5, "eval_s": 1.0, "worker": "host:1", "genome": [0.5, 0.25, 0.75],
+                "candidate": described, "score": {"n": 8, "acc_ja": fitness}, **extra}
+
+    def stage(name: str, records: list[dict], best: Best) -> Path:
+        where = folder / name if dfs else folder
+        history = History(where / "history.jsonl")
+        for record in records:
+            history.append(record)
+        history.close()
+        described = BEST_RECIPE if name == "ps" else BEST_DFS
+        (where / BEST_FILE[name]).write_text(best_file_text(name, best, described, "acc_ja"), encoding="utf-8")
+        return where
+
+    records = []
     for generation in range(4):
         for index in range(5):
-            fitness = 0.2 + 0.05 * generation + 0.01 * index
-            lines.append({"type": "candidate", "generation": generation, "index": index, "fitness": fitness,
-                          "genome": [0.5, 0.5, 0.4], "error": None, "wall_s": 1.5})
-        lines.append({"type": "generation", "generation": generation, "best_fitness": fitness})
-    lines.append({"type": "candidate", "generation": 3, "index": 5, "fitness": None, "error": "RuntimeError: OOM"})
-    lines.append({"type": "validation", "generation": 3, "fitness": 0.33})
-    text = "".join(json.dumps(line) + "\n" for line in lines) + '{"type": "candidate", "generation": 4, "fitn'
-    (folder / "history.jsonl").write_text(text, encoding="utf-8")
-    recipe = BEST_RECIPE + ("dfs: {layers: [0, 1, 1, 2, 3, 3], models: [0, 0, 1, 1, 0, 1]}\n" if dfs else "")
-    (folder / "best_recipe.yaml").write_text(recipe, encoding="utf-8")
+            failed = generation == 3 and index == 4
+            records.append(candidate(generation, index, None if failed else 0.2 + 0.05 * generation + 0.01 * index,
+                                     BEST_RECIPE))
+        records.append({"type": "validation", "generation": generation, "index": 4 if generation < 3 else 3,
+                        "fitness": 0.3 + 0.01 * generation, "metric": "acc_ja", "error": None})
+        records.append({"type": "generation", "generation": generation, "population": 5, "wall_s": 7.5})
+    ps_dir = stage("ps", records, Best(3, 3, [0.5, 0.25, 0.75], 0.38, 0.33))
+    if dfs:  # the PS stage finished: its result and model are there
+        (ps_dir / "result.json").write_text(json.dumps({"stage": "ps", "population": 5, "generations": 4}))
+        (ps_dir / "model").mkdir()
+        (ps_dir / "model" / "config.json").write_text("{}")
+        records = [candidate(0, 4, 0.25, {"path": ["A:0", "A:1"], "scales": [1.0, 1.0]}, start=True)]
+        for generation in range(2):
+            for index in range(4):
+                records.append(candidate(generation, index, 0.3 + 0.1 * generation - 0.02 * index, BEST_DFS))
+        live = stage("dfs", records, Best(1, 0, [0.5, 0.25, 0.75], 0.4))
+    else:
+        live = ps_dir
+    with (live / "history.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write('{"type": "candidate", "generation": 4, "fitn')  # a live run's half-written line
     return folder
 
 

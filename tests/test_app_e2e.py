@@ -153,14 +153,17 @@ def test_evolution_dashboard_reads_a_live_run(app, client):
     _, root = app
     run_dir = root / "runs" / "run-ps"
     summary, curve, heatmap, dfs, scores, recipe = client.predict(str(run_dir), api_name="/run")
-    assert "best fitness so far: 0.39" in summary and "candidates: 21" in summary
+    assert "best fitness so far: 0.38" in summary and "candidates: 20" in summary and "out of memory" in summary
     assert Path(curve).is_file() and Path(heatmap).is_file() and dfs is None
-    assert [row[0] for row in scores["data"]] == ["zoo:ja", "zoo:math", "best merged"]
-    assert "dare_ties" in recipe
+    assert [row[:2] for row in scores["data"]] == [["best merged", "fitness · generation 3, candidate 3"],
+                                                   ["best merged", "validation"]]
+    assert recipe.startswith("# Best candidate so far") and "dare_ties" in recipe
     with (run_dir / "history.jsonl").open("a") as handle:  # the run goes on: a refresh sees it
         handle.write('\n{"type": "candidate", "generation": 4, "index": 0, "fitness": 0.9}\n')
     assert "best fitness so far: 0.9" in client.predict(str(run_dir), api_name="/run")[0]
-    assert Path(client.predict(str(root / "runs" / "run-dfs"), api_name="/run")[3]).is_file()  # DFS layer path
+    hybrid = client.predict(str(root / "runs" / "run-dfs"), api_name="/run")
+    assert "PS: model: `ps/model`" in hybrid[0] and "DFS: **best fitness so far: 0.4**" in hybrid[0]
+    assert Path(hybrid[3]).is_file() and "# dfs/best_dfs.yaml" in hybrid[5]  # the DFS layer path
     assert "outside the run folders" in client.predict("/etc", api_name="/run")[0]
     assert "not a directory" in client.predict(str(root / "runs" / "nope"), api_name="/run")[0]
 

@@ -325,41 +325,63 @@ def test_mgsm_results_compare_correctness(tmp_path):
 
 def test_run_reader_and_plots(tmp_path):
     run = run_lib.read_run(make_run_dir(tmp_path / "run"))
-    assert len(run.candidates) == 21 and len(run.failed) == 1 and run.skipped_lines == 1  # torn last line
-    best = run.best()
-    assert best.generation == 3 and best.fitness == pytest.approx(0.39)
-    assert run.baselines == {"zoo:ja": 0.2, "zoo:math": 0.3} and run.validation == [(3, 0.33)]
-    assert not run.finished and run.dfs_path is None
+    (stage,) = run.stages
+    assert run.dir.mode == "ps" and run.dir.format_version == 1 and not run.dir.finished
+    assert len(stage.candidates) == 20 and len(stage.failed) == 1 and stage.skipped_lines == 1  # torn last line
+    assert stage.failed[0].error == "RuntimeError: CUDA out of memory"
+    best = run_lib.top(stage)
+    assert (best.generation, best.index, best.fitness) == (3, 3, pytest.approx(0.38))
+    assert [(v.generation, v.index) for v in stage.validations] == [(0, 4), (1, 4), (2, 4), (3, 3)]
+    assert [v.fitness for v in stage.validations] == pytest.approx([0.3, 0.31, 0.32, 0.33])
+    assert run_lib.dfs_path(run) is None and stage.model_dir is None
     names, groups, weights = run_lib.recipe_matrix(run, "weight")
-    assert names == ["zoo:ja", "zoo:math"]
-    assert groups == ["embed", "layers.0", "layers.1", "layers.2", "layers.3", "norm", "lm_head"]
-    assert weights[0] == [0.5, 0.75, 0.75, 0.25, 0.25, 0.5, 0.5] and weights[1] == [0.4] * 7
-    assert run_lib.recipe_matrix(run, "density")[2][1] == [1.0, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]
+    assert [Path(n).name for n in names] == ["ja", "math"] and groups == ["layers.0", "layers.1", "default"]
+    assert weights == [[0.75, 0.25, 0.5], [0.4, 0.4, 0.4]]
+    assert run_lib.recipe_matrix(run, "density")[2] == [[0.6, 0.6, 0.6], [0.8, 0.7, 1.0]]
     summary = run_lib.summary_markdown(run)
-    assert "best fitness so far: 0.39" in summary and "failed: 1" in summary and "RuntimeError: OOM" in summary
-    assert run_lib.scores_table(run)[-1][0] == "best merged"
+    assert "best fitness so far: 0.38" in summary and "failed: 1" in summary and "out of memory" in summary
+    assert "chosen by validation: generation 3, candidate 3 (validation 0.33" in summary
+    assert run_lib.scores_table(run) == [["best merged", "fitness · generation 3, candidate 3", 0.38],
+                                         ["best merged", "validation", 0.33]]
+    assert run.recipe_text.startswith("# Best candidate so far: generation 3, index 3, fitness 0.38 (acc_ja)")
     for image in (plots.fitness_plot(run), plots.heatmap_plot(run)):
         assert image.size[0] > 300 and image.size[1] > 150
     assert plots.dfs_plot(run) is None
 
 
-def test_run_reader_tolerates_sparse_and_dfs_runs(tmp_path):
-    sparse = tmp_path / "sparse"
-    sparse.mkdir()
-    (sparse / "history.jsonl").write_text('{"generation": 0, "fitness": 1.5}\n{"gen": 1, "fitness": 2}\nnonsense\n'
-                                          '{"generation": 1}\n[1, 2]\n')
-    run = run_lib.read_run(sparse)
-    assert [c.fitness for c in run.candidates] == [1.5, 2.0] and run.skipped_lines == 3
+def test_run_reader_on_a_hybrid_run_and_on_damaged_ones(tmp_path):
+    run = run_lib.read_run(make_run_dir(tmp_path / "hybrid", dfs=True))
+    ps, dfs = run.stages
+    assert ps.finished and ps.model_dir == tmp_path / "hybrid" / "ps" / "model" and not dfs.finished
+    assert len(dfs.candidates) == 9 and dfs.skipped_lines == 1 and ps.skipped_lines == 0
+    assert [(c.generation, c.index, c.fitness) for c in dfs.candidates if c.start] == [(0, 4, 0.25)]
+    assert run_lib.dfs_path(run) == [(0, "A", 0, 1.0), (1, "B", 1, 0.8), (2, "B", 0, 1.2), (3, "A", 1, 0.9)]
+    assert run_lib.model_names(run) == {"A": "PS result", "B": "math"}
+    assert ["PS result", "DFS start: model A itself", 0.25] in run_lib.scores_table(run)
+    assert run.recipe_text.startswith("# ps/best_recipe.yaml\n# Best candidate")
+    assert "\n# dfs/best_dfs.yaml\n# Best candidate so far: generation 1, index 0" in run.recipe_text
+    assert plots.dfs_plot(run) is not None and plots.heatmap_plot(run) is not None
+    summary = run_lib.summary_markdown(run)
+    assert "PS: generations: 4 · candidates: 20 · failed: 1 · finished" in summary
+    assert "PS: model: `ps/model`" in summary
+    assert "DFS: **best fitness so far: 0.4**" in summary
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "config.yaml").write_text("mode: ps\nseed: [unclosed\n")
+    (damaged / "history.jsonl").write_text('{"type": "candidate", "generation": 0, "index": 0, "fitness": 1.5}\n'
+                                           '{"generation": 1, "fitness": 2}\nnonsense\n[1, 2]\n'
+                                           '{"type": "candidate", "generation": -1, "index": 0, "fitness": 3}\n')
+    (damaged / "best_recipe.yaml").write_text("just a string\n")
+    run = run_lib.read_run(damaged)
+    assert [c.fitness for c in run.stages[0].candidates] == [1.5] and run.stages[0].skipped_lines == 4
+    summary = run_lib.summary_markdown(run)
+    assert "`config.yaml` is not valid YAML" in summary and "`best_recipe.yaml` is not a best PS file" in summary
     assert plots.heatmap_plot(run) is None and plots.fitness_plot(run) is not None
     empty = run_lib.read_run(tmp_path / "nothing-here")
-    assert "no history.jsonl" in run_lib.summary_markdown(empty)
+    assert "no config.yaml or history.jsonl" in run_lib.summary_markdown(empty)
     assert plots.fitness_plot(empty) is not None
-    dfs = run_lib.read_run(make_run_dir(tmp_path / "dfs", dfs=True))
-    assert dfs.dfs_path == [(0, 0, 0.0), (1, 1, 0.0), (2, 1, 1.0), (3, 2, 1.0), (4, 3, 0.0), (5, 3, 1.0)]
-    assert plots.dfs_plot(dfs) is not None
-    assert run_lib.parse_dfs([{"model": "a", "layer": 3}, {"model": "b", "layer": 1}]) == [(0, 3, 0.0), (1, 1, 1.0)]
-    assert run_lib.parse_dfs(["x"]) is None
-    assert run_lib.find_runs([tmp_path]) == [str(tmp_path / "dfs"), str(tmp_path / "sparse")]
+    assert run_lib.find_runs([tmp_path]) == [str(tmp_path / "damaged"), str(tmp_path / "hybrid")]  # not ps/, dfs/
 
 
 # -- streaming on a real (tiny) model -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from evovlm.dfs.modeling import EvoDFSForCausalLM
 from evovlm.errors import EvoVLMError
 from evovlm.evolve.history import History
+from evovlm.evolve.rundir import FORMAT_VERSION, RunDir
 from evovlm.evolve.runs import run_evolution
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny"
@@ -59,6 +60,11 @@ def test_ps_run_merges_in_memory_and_saves_the_best(tmp_path):
     assert "## Evolution" in card and "logit_margin" in card and "dare_ties" in card
     assert (run / "fitness.png").stat().st_size > 1000
     assert (run / "best_recipe.yaml").read_text().startswith("# Best candidate so far")
+    # the run declares its format (evovlm.evolve.rundir) and reads back through RunDir
+    assert json.loads((run / "run.json").read_text())["format_version"] == FORMAT_VERSION == summary["format_version"]
+    (stage,) = RunDir(run).stages
+    assert stage.best().candidate.fitness == summary["best"]["fitness"] and stage.model_dir == run / "model"
+    assert stage.best_recipe["models"] == summary["stages"]["ps"]["candidate"]["models"]
 
 
 def test_benchmark_fitness_into_a_vlm_language_tower_with_test_rescore(tmp_path):

@@ -8,7 +8,7 @@ with :mod:`evovlm.merge.recipe`. Modules:
     cache.py     lazily loaded models, at most N resident, least recently used evicted
     generate.py  bounded inputs (images, questions, settings) and token-by-token streaming
     cases.py     results JSON reader: pair two files, filter, sort, search
-    runs.py      evolution run reader (history.jsonl, best recipe, baselines, DFS path)
+    runs.py      the evolution tab's tables and summaries, over evovlm.evolve.rundir.RunDir
     plots.py     fitness curve, recipe heat map and DFS layer path as images
     examples.py  example images (drawn at start-up) and questions
     ui.py        the Gradio Blocks and their handlers

@@ -1,7 +1,9 @@
 """Plots of an evolution run (:mod:`evovlm.app.runs`): fitness curve, recipe heat map, DFS layer path.
 
-matplotlib's object API (``Figure``), not pyplot: no global state, so several requests can draw at
-once. Each function returns a PIL image (or None when the run has nothing to draw).
+The fitness curve is evolve's own plotter (:func:`evovlm.evolve.report.plot_fitness`, which also
+draws each stage's fitness.png), here over all stages of the run. matplotlib's object API
+(``Figure``), not pyplot: no global state, so several requests can draw at once. Each function
+returns a PIL image (or None when the run has nothing to draw).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from evovlm.app.runs import Run, dfs_source_names, recipe_matrix
+from evovlm.app.runs import Run, dfs_path, model_names, recipe_matrix
 
 
 def _figure(width: float, height: float) -> Any:
@@ -20,54 +22,23 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _to_image(fig: Any) -> Any:
+def _png_image(png: bytes) -> Any:
     from PIL import Image
 
+    return Image.open(io.BytesIO(png)).convert("RGB")
+
+
+def _to_image(fig: Any) -> Any:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    buffer.seek(0)
-    return Image.open(buffer).convert("RGB")
+    return _png_image(buffer.getvalue())
 
 
 def fitness_plot(run: Run) -> Any:
-    fig = _figure(7, 3.6)
-    ax = fig.add_subplot()
-    scored = run.scored
-    if scored:
-        ax.scatter([c.generation for c in scored], [c.fitness for c in scored], s=12, alpha=0.45,
-                   color="tab:blue", label="candidates")
-        by_gen: dict[int, list[float]] = {}
-        for c in scored:
-            by_gen.setdefault(c.generation, []).append(c.fitness)
-        gens = sorted(by_gen)
-        pick = max if run.maximize else min
-        ax.plot(gens, [sum(by_gen[g]) / len(by_gen[g]) for g in gens], color="tab:blue", lw=1, label="generation mean")
-        so_far, best = [], None
-        for g in gens:
-            best = pick(by_gen[g]) if best is None else pick(best, pick(by_gen[g]))
-            so_far.append(best)
-        ax.step(gens, so_far, where="post", color="tab:red", lw=2, label="best so far")
-    if run.validation:
-        ax.plot([g for g, _ in run.validation], [v for _, v in run.validation], "o-", color="tab:green", ms=4,
-                lw=1, label="validation (generation best)")
-    for i, (name, score) in enumerate(sorted(run.baselines.items())):
-        ax.axhline(score, ls="--", lw=1, color=f"C{(i + 2) % 10}", label=f"source: {Path(name).name}")
-    failed = [c for c in run.candidates if c.fitness is None]
-    if failed:
-        ax.scatter([c.generation for c in failed], [ax.get_ylim()[0]] * len(failed), marker="x", color="grey",
-                   label="failed")
-    from matplotlib.ticker import MaxNLocator
+    from evovlm.evolve.report import plot_fitness
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("generation")
-    ax.set_ylabel("fitness")
-    ax.set_title(f"{run.path.name}: {len(run.candidates)} candidates")
-    ax.grid(alpha=0.3)
-    if scored or run.baselines:
-        ax.legend(fontsize=7, loc="best")
-    else:
-        ax.text(0.5, 0.5, "no scored candidates yet", ha="center", va="center", transform=ax.transAxes)
-    return _to_image(fig)
+    count = sum(len(s.candidates) for s in run.stages)
+    return _png_image(plot_fitness(run.stages, f"{run.path.name}: {count} candidates"))
 
 
 def heatmap_plot(run: Run) -> Any | None:
@@ -98,27 +69,28 @@ def heatmap_plot(run: Run) -> Any | None:
 
 
 def dfs_plot(run: Run) -> Any | None:
-    if not run.dfs_path:
+    path = dfs_path(run)
+    if not path:
         return None
     fig = _figure(7, 3)
     ax = fig.add_subplot()
-    steps = [s for s, _, _ in run.dfs_path]
-    layers = [layer for _, layer, _ in run.dfs_path]
-    sources = [src for _, _, src in run.dfs_path]
     from matplotlib.ticker import MaxNLocator
 
-    ax.plot(steps, layers, color="lightgrey", lw=1, zorder=1)
-    names = dfs_source_names(run)
-    for source in sorted(set(sources)):
-        chosen = [(s, layer) for s, layer, src in run.dfs_path if src == source]
-        label = names[int(source)] if int(source) < len(names) else f"model {int(source)}"
-        ax.scatter([s for s, _ in chosen], [layer for _, layer in chosen], color=f"C{int(source) % 10}", s=25,
-                   zorder=2, label=label)
+    ax.plot([p for p, *_ in path], [layer for _, _, layer, _ in path], color="lightgrey", lw=1, zorder=1)
+    names = model_names(run)
+    for number, model in enumerate(("A", "B")):
+        chosen = [(p, layer) for p, m, layer, _ in path if m == model]
+        if chosen:
+            ax.scatter([p for p, _ in chosen], [layer for _, layer in chosen], color=f"C{number}", s=25, zorder=2,
+                       label=f"{model}: {names.get(model, 'model ' + model)}")
+    if len(path) <= 24:  # the scale entering each layer, where there is room
+        for p, _, layer, scale in path:
+            ax.annotate(f"{scale:.2f}", (p, layer), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=6)
     ax.legend(fontsize=7, loc="best")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("position in the merged model")
     ax.set_ylabel("source layer")
-    ax.set_title(f"DFS layer path ({len(steps)} layers)", fontsize=9)
+    ax.set_title(f"DFS layer path ({len(path)} layers; input scales above the points)", fontsize=9)
     ax.grid(alpha=0.3)
     return _to_image(fig)

@@ -506,7 +506,7 @@ def _evolution_tab(layout: _Layout, blocks: gr.Blocks) -> None:
         with gr.Row():
             curve = gr.Image(label="fitness", type="pil", interactive=False)
             scores = gr.Dataframe(headers=["model", "note", "score"], interactive=False,
-                                  label="sources vs best merged")
+                                  label="starting model, best, validation and test scores")
         heatmap = gr.Image(label="best recipe: weights and densities", type="pil", interactive=False)
         dfs = gr.Image(label="DFS layer path", type="pil", interactive=False)
         recipe = gr.Code(label="best recipe", language="yaml", interactive=False)

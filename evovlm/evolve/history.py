@@ -4,10 +4,12 @@ Every line is written whole, flushed and fsynced before the run goes on, so afte
 (even ``kill -9``) the file holds every finished record and at most one torn last line. On
 opening, a torn last line is cut off (appending after it would glue two records together).
 
-Records (``type``):
+Records (``type``; :class:`evovlm.evolve.rundir.RunDir` reads them back):
   * ``candidate``: generation, index, genome, candidate (recipe / path), fitness (null when it
-    failed), score (the evaluator's summary), error, wall_s, merge_s, eval_s, worker;
+    failed), metric, score (the evaluator's summary), error, wall_s, merge_s, eval_s, worker;
+    ``start: true`` on the stage's starting model (DFS ``init: a``), scored but not told to CMA-ES;
   * ``validation``: a generation's best candidate re-scored on the validation split;
+  * ``test``: the chosen candidate re-scored on the held-out test split;
   * ``generation``: the end of a generation: best/mean fitness, best index, failures, time.
 """
 

@@ -1,61 +1,87 @@
-"""Run reports: the fitness-curve PNG, best-so-far files and model cards."""
+"""Run reports: the fitness curve (evolve's fitness.png and the app's), best-so-far files and model cards."""
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
 from evovlm import __version__
-from evovlm.evolve.history import History
-from evovlm.io.atomic import write_atomic
+from evovlm.evolve.rundir import BEST_FILE, Stage
 from evovlm.merge.card import front_matter
 
 
-def plot_fitness(history: History, path: Path, title: str) -> Path | None:
-    """Best and mean fitness per generation, best so far, and validation scores when present."""
-    generations = sorted(history.of_type("generation"), key=lambda r: r["generation"])
-    if not generations:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display; safe in worker-less headless runs
-    import matplotlib.pyplot as plt
-
-    xs = [r["generation"] for r in generations]
-    best = [r["best_fitness"] for r in generations]
-    mean = [r["mean_fitness"] for r in generations]
-    so_far, running = [], None
-    for value in best:
-        if value is not None and (running is None or value > running):
-            running = value
-        so_far.append(running)
-    figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
-    axis.plot(xs, [float("nan") if v is None else v for v in mean], "o-", color="0.6", ms=3, label="generation mean")
-    axis.plot(xs, [float("nan") if v is None else v for v in best], "o-", ms=3, label="generation best")
-    axis.plot(xs, [float("nan") if v is None else v for v in so_far], "-", lw=2, label="best so far")
-    validation = sorted((r["generation"], r["fitness"]) for r in history.of_type("validation")
-                        if r.get("fitness") is not None)
-    if validation:
-        axis.plot(*zip(*validation), "s--", ms=4, label="validation (generation best)")
-    metric = next((r.get("metric") for r in history.of_type("candidate") if r.get("metric")), None)
+def plot_fitness(stages: Sequence[Stage], title: str) -> bytes:
+    """The fitness curve as PNG bytes: every candidate, the generation mean and best, the best so far,
+    validation scores, the starting model and failures. A later stage's generations continue after
+    the earlier one's (ps+dfs), its best so far starts afresh (it is that stage's result). The one
+    plotter: evolve's fitness.png and the app's live view both draw with it."""
+    from matplotlib.figure import Figure  # not pyplot: no global state, so the app can draw in threads
     from matplotlib.ticker import MaxNLocator
 
+    figure = Figure(figsize=(7, 4), dpi=110, layout="constrained")
+    axis = figure.add_subplot()
+    labels: set[str] = set()
+
+    def once(label: str) -> str | None:  # one legend entry per kind, however many stages
+        if label in labels:
+            return None
+        labels.add(label)
+        return label
+
+    offset, failed = 0, []
+    for number, stage in enumerate(stages):
+        if number and stage.candidates:
+            axis.axvline(offset - 0.5, color="0.5", ls=":", lw=1)
+            axis.text(offset - 0.4, 0.98, stage.name.upper(), transform=axis.get_xaxis_transform(), va="top",
+                      fontsize=8, color="0.4")
+        _draw_stage(axis, stage, offset, once)
+        failed += [offset + c.generation for c in stage.failed]
+        offset += max((c.generation for c in stage.candidates), default=-1) + 1
+    if failed:  # no fitness to place them at: along the bottom edge
+        axis.scatter(failed, [axis.get_ylim()[0]] * len(failed), marker="x", color="grey", label=once("failed"))
+    if not labels - {"failed"}:
+        axis.text(0.5, 0.5, "no scored candidates yet", ha="center", va="center", transform=axis.transAxes)
+    metric = next((s.metric for s in stages if s.metric), None)
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("generation")
     axis.set_ylabel(f"fitness ({metric})" if metric else "fitness")
-    axis.set_title(title)
+    axis.set_title(title, fontsize=10)
     axis.grid(alpha=0.3)
-    axis.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
+    if labels:
+        axis.legend(loc="best", fontsize=7)
     image = io.BytesIO()
-    try:
-        figure.savefig(image, format="png")
-    finally:
-        plt.close(figure)
-    return write_atomic(path, image.getvalue())
+    figure.savefig(image, format="png")
+    return image.getvalue()
+
+
+def _draw_stage(axis: Any, stage: Stage, offset: int, once: Any) -> None:
+    """One stage's points and lines, its generations drawn from ``offset`` on."""
+    by_generation: dict[int, list[float]] = {}
+    for c in stage.candidates:
+        if c.fitness is not None:
+            by_generation.setdefault(c.generation, []).append(c.fitness)
+    if not by_generation:
+        return
+    xs = [offset + g for g in sorted(by_generation)]
+    values = [by_generation[g] for g in sorted(by_generation)]
+    axis.scatter([x for x, v in zip(xs, values) for _ in v], [f for v in values for f in v], s=10, alpha=0.35,
+                 color="tab:blue", label=once("candidates"))
+    axis.plot(xs, [sum(v) / len(v) for v in values], "-", color="0.55", lw=1, label=once("generation mean"))
+    axis.plot(xs, [max(v) for v in values], "o-", color="tab:orange", ms=3, lw=1, label=once("generation best"))
+    so_far, running = [], None
+    for v in values:
+        running = max(v) if running is None else max(running, max(v))
+        so_far.append(running)
+    axis.step(xs, so_far, where="post", color="tab:red", lw=2, label=once("best so far"))
+    validation = sorted((offset + v.generation, v.fitness) for v in stage.validations if v.fitness is not None)
+    if validation:
+        axis.plot(*zip(*validation), "s--", color="tab:green", ms=4, lw=1, label=once("validation (generation best)"))
+    starts = [c for c in stage.candidates if c.start and c.fitness is not None]
+    if starts:
+        axis.scatter([offset + c.generation for c in starts], [c.fitness for c in starts], marker="*", s=90,
+                     color="tab:purple", zorder=3, label=once("starting model"))
 
 
 def best_file_text(stage: str, best: Any, described: dict, metric: str | None) -> str:
@@ -64,7 +90,7 @@ def best_file_text(stage: str, best: Any, described: dict, metric: str | None) -
               f"fitness {best.fitness:.6g}" + (f" ({metric})" if metric else "")
               + (f", validation {best.validation:.6g}" if best.validation is not None else "") + "\n")
     if stage == "ps":
-        header += "# Merge it with: evovlm merge best_recipe.yaml --out DIR\n"
+        header += f"# Merge it with: evovlm merge {BEST_FILE['ps']} --out DIR\n"
     return header + yaml.safe_dump(described, sort_keys=False, allow_unicode=True)
 
 

@@ -1,19 +1,10 @@
 """Runs: a config and a directory in, a searched, saved and re-scored model out.
 
 ``run_evolution(config, out_dir)`` is the Python API behind ``evovlm evolve`` (and what a
-``evovlm zoo evolve`` can call). RUN_DIR holds::
-
-    config.yaml          the resolved config (defaults filled in, local paths absolute)
-    summary.json         the final result (written last)
-    history.jsonl        every candidate: genome, decoded candidate, fitness, times, error
-    state/gen-NNNN.safetensors  the optimiser state after each generation (arrays + JSON, never pickle)
-    best_recipe.yaml     PS: the best recipe so far (best_dfs.yaml for DFS)
-    fitness.png          the fitness curve
-    model/               the best model: an HF checkpoint with a model card (README.md)
-    result.json          the stage's result (its presence marks the stage as finished)
-
-In ``ps+dfs`` mode each stage has these files under RUN_DIR/ps and RUN_DIR/dfs, and the DFS
-stage's model A is RUN_DIR/ps/model. ``resume=True`` continues a run from RUN_DIR alone.
+``evovlm zoo evolve`` can call). What RUN_DIR holds, and its format version, is defined in
+:mod:`evovlm.evolve.rundir` (config.yaml, run.json, summary.json, and per stage history.jsonl,
+state/, the best recipe or DFS path, fitness.png, result.json, model/). In ``ps+dfs`` mode the
+DFS stage's model A is RUN_DIR/ps/model. ``resume=True`` continues a run from RUN_DIR alone.
 """
 
 from __future__ import annotations
@@ -32,12 +23,23 @@ from evovlm.evolve.evaluators import StageSpec, Task, load_causal_lm, make_genom
 from evovlm.evolve.history import History
 from evovlm.evolve.preflight import preflight
 from evovlm.evolve.report import best_file_text, dfs_card, evolution_section, plot_fitness
+from evovlm.evolve.rundir import (
+    BEST_FILE,
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    LOCK_NAME,
+    MODEL_DIR,
+    PLOT_NAME,
+    RESULT_NAME,
+    RUN_INFO_NAME,
+    SUMMARY_NAME,
+    RunDir,
+    Stage,
+    run_info_text,
+    stage_folder,
+)
 from evovlm.evolve.search import Best, run_search
 from evovlm.io.atomic import make_temp_dir, replace_dir, sweep_stale, umask_permissions, write_atomic
-
-CONFIG_NAME = "config.yaml"
-LOCK_NAME = ".lock"
-BEST_FILE = {"ps": "best_recipe.yaml", "dfs": "best_dfs.yaml"}
 
 
 def run_evolution(config: EvolveConfig | dict | str | Path | None, out_dir: str | Path, *, resume: bool = False,
@@ -60,29 +62,33 @@ def run_evolution(config: EvolveConfig | dict | str | Path | None, out_dir: str 
         out_dir.mkdir(parents=True, exist_ok=True)
     with _locked(out_dir):  # nothing is deleted or written before the lock is held
         if resume:
+            RunDir(out_dir)  # refuses a run of a newer format
             config = load_config(out_dir / CONFIG_NAME)
             preflight(config)
         else:
             _check_out_dir(out_dir, overwrite)
             _clear(out_dir)
             write_atomic(out_dir / CONFIG_NAME, config.to_yaml())
+        if not (out_dir / RUN_INFO_NAME).is_file():  # a new run, or one made before run.json: format 1 too
+            write_atomic(out_dir / RUN_INFO_NAME, run_info_text())
         config = with_overrides(config, workers=workers, devices=devices, progress=progress)
         stages = config.stages()
         results: dict[str, dict] = {}
         model_a = None
         for stage in stages:
-            stage_dir = out_dir if len(stages) == 1 else out_dir / stage
-            done = stage_dir / "result.json"
+            folder = stage_folder(out_dir, stages, stage)
+            done = folder / RESULT_NAME
             if done.is_file():
                 results[stage] = json.loads(done.read_text(encoding="utf-8"))
             else:
                 label = f"{stage} " if len(stages) > 1 else ""
-                results[stage] = _run_stage(config, stage, stage_dir, model_a, label=label)
+                results[stage] = _run_stage(config, stage, folder, model_a, label=label)
             model_a = results[stage].get("model_dir")
         final = results[stages[-1]]
-        summary = {"mode": config.mode, "seed": config.seed, "best": final["best"], "metric": final.get("metric"),
-                   "test": final.get("test"), "model_dir": final.get("model_dir"), "stages": results}
-        write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        summary = {"format_version": FORMAT_VERSION, "mode": config.mode, "seed": config.seed, "best": final["best"],
+                   "metric": final.get("metric"), "test": final.get("test"), "model_dir": final.get("model_dir"),
+                   "stages": results}
+        write_atomic(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         return summary
 
 
@@ -134,7 +140,8 @@ def _run_stage(config: EvolveConfig, stage: str, stage_dir: Path, model_a: str |
             metric = next((r.get("metric") for r in history.of_type("candidate") if r.get("metric")), None)
             write_atomic(best_path, best_file_text(stage, best, genome.describe(best.genome), metric))
         if config.runtime.plot:
-            plot_fitness(history, stage_dir / "fitness.png", title)
+            curve = Stage.from_records(stage, stage_dir, history.records)
+            write_atomic(stage_dir / PLOT_NAME, plot_fitness([curve], title))
 
     with make_backend(spec) as backend:
         search = run_search(spec, genome, stage_dir, backend, progress=progress, label=label, on_generation=report)
@@ -152,7 +159,7 @@ def _run_stage(config: EvolveConfig, stage: str, stage_dir: Path, model_a: str |
     if config.runtime.save_model:
         saver = _save_ps_model if stage == "ps" else _save_dfs_model
         result["model_dir"] = str(saver(config, genome, search.best, stage_dir, result))
-    write_atomic(stage_dir / "result.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(stage_dir / RESULT_NAME, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
 
 
@@ -180,7 +187,7 @@ def _save_ps_model(config: EvolveConfig, genome: Any, best: Best, stage_dir: Pat
     from evovlm.merge.engine import merge_checkpoints
 
     recipe = genome.decode(best.genome)
-    model_dir = merge_checkpoints(recipe, stage_dir / "model", overwrite=True, progress=config.runtime.progress)
+    model_dir = merge_checkpoints(recipe, stage_dir / MODEL_DIR, overwrite=True, progress=config.runtime.progress)
     card = model_dir / "README.md"
     write_atomic(card, card.read_text(encoding="utf-8") + evolution_section(config, "ps", result))
     return model_dir
@@ -197,7 +204,7 @@ def _save_dfs_model(config: EvolveConfig, genome: Any, best: Best, stage_dir: Pa
     model_b = load_causal_lm(dfs.model_b, "cpu", "auto")
     candidate = genome.decode(best.genome)
     model = EvoDFSForCausalLM.from_models(model_a, model_b, list(candidate.path), list(candidate.scales)).pruned()
-    final = stage_dir / "model"
+    final = stage_dir / MODEL_DIR
     sweep_stale(stage_dir, ".model.partial-")  # left by a killed run
     tmp = make_temp_dir(stage_dir, ".model.partial-")
     try:

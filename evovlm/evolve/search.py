@@ -29,6 +29,7 @@ from evovlm.evolve.backends import Backend
 from evovlm.evolve.evaluators import Outcome, StageSpec, Task
 from evovlm.evolve.history import History
 from evovlm.evolve.optimizer import Optimizer, latest_state, prune_states, state_path
+from evovlm.evolve.rundir import HISTORY_NAME, STATE_DIR, Stage
 
 FAILED_VALUE = 1e30  # told to CMA-ES for a failed candidate: ranked last
 
@@ -77,25 +78,15 @@ def _generation_record(generation: int, records: dict[int, dict], wall_s: float 
 
 
 def choose_best(history: History, generations: int, use_validation: bool) -> Best | None:
-    """The final choice: best validation among generation bests, or best fitness overall.
-
-    Ties go to the earlier candidate (then the higher search fitness for validation).
-    """
-    candidates = {(r["generation"], r["index"]): r for r in history.of_type("candidate")
-                  if r["generation"] < generations}
-    if use_validation:
-        scored = [r for r in history.of_type("validation") if r["generation"] < generations
-                  and r.get("fitness") is not None]
-        if scored:
-            top = max(scored, key=lambda r: (r["fitness"], candidates[(r["generation"], r["index"])]["fitness"],
-                                             -r["generation"], -r["index"]))
-            chosen = candidates[(top["generation"], top["index"])]
-            return Best(chosen["generation"], chosen["index"], chosen["genome"], chosen["fitness"], top["fitness"])
-    ok = [r for r in candidates.values() if r.get("fitness") is not None]
-    if not ok:
+    """The final choice among the first ``generations``: best validation among generation bests,
+    or best fitness overall, by the rule of :meth:`evovlm.evolve.rundir.Stage.best` (the app
+    shows a live run's choice with the same rule)."""
+    records = [r for r in history.records if isinstance(r.get("generation"), int) and r["generation"] < generations]
+    choice = Stage.from_records("", history.path.parent, records).best(use_validation)
+    if choice is None:
         return None
-    top = max(ok, key=lambda r: (r["fitness"], -r["generation"], -r["index"]))
-    return Best(top["generation"], top["index"], top["genome"], top["fitness"])
+    chosen = choice.candidate
+    return Best(chosen.generation, chosen.index, chosen.genome, chosen.fitness, choice.validation)
 
 
 def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, *, progress: bool = True,
@@ -106,8 +97,8 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
     config = spec.config
     opt_config, budget = config.optimizer_for(spec.stage), config.budget_for(spec.stage)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    state_dir = stage_dir / "state"
-    history = History(stage_dir / "history.jsonl")
+    state_dir = stage_dir / STATE_DIR
+    history = History(stage_dir / HISTORY_NAME)
     optimizer = _start_or_resume(state_dir, opt_config, genome, config.seed)
     population = optimizer.population_size
     total = budget.generations_for(population)
@@ -134,6 +125,8 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
                     raise EvoVLMError(outcome.error or "evaluation failed")
                 genes = genomes[outcome.index].tolist()
                 record = _record(outcome, genes, genome.describe(genes))
+                if outcome.index >= population:  # the starting model, scored but not told (see above)
+                    record["start"] = True
                 history.append(record)
                 done[outcome.index] = record
                 inner.update(1)
