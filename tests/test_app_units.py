@@ -291,9 +291,20 @@ def test_case_study_pairing_filtering_sorting_and_search(tmp_path):
     assert [c.id for c in case_lib.select(cases, "all", search="海")] == ["q1"]  # B's response
     summary = case_lib.summary_markdown(a, b, cases, 4, "rougeL_ja")
     assert "A wins 2, B wins 1, ties 1" in summary and "zoo:evovlm" in summary
+    assert "rougeL_ja: A = 52.50, B = 40.00" in summary  # the corpus scores written in the files
     single = case_lib.pair(a, None, "rougeL")
     assert len(single) == 4 and single[0].score_b is None
     assert case_lib.table(single)[0][:4] == [0, "q0", "画像0には何がありますか？", "80.0"]
+
+
+def test_case_study_summary_names_the_corpus_score_of_a_per_sample_field(tmp_path):
+    """MGSM files score each sample as correct_ja (true/false) and the corpus as acc_ja (percent)."""
+    path_a, path_b = make_results(tmp_path)
+    a, b = case_lib.read_results(path_a), case_lib.read_results(path_b)
+    a.summary, b.summary = {"n": 4, "acc": 100.0, "acc_ja": 90.0}, {"n": 4, "acc": 50.0, "acc_ja": 0.0}
+    summary = case_lib.summary_markdown(a, b, case_lib.pair(a, b, "correct_ja"), 4, "correct_ja")
+    assert "acc_ja: A = 90.00, B = 0.00" in summary
+    assert "acc: A = 100.00" in case_lib.summary_markdown(a, None, case_lib.pair(a, None, "correct"), 4, "correct")
 
 
 def test_case_study_rejects_bad_files(tmp_path):

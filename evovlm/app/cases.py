@@ -21,6 +21,9 @@ METRIC_FIELDS = {
     "rouge-ja": ["rougeL_ja", "rougeL", "rouge1", "rouge2"],
     "mgsm": ["correct_ja", "correct"],
 }
+# A per-sample field's corpus score in the summary, where the names differ (the rest are equal:
+# rougeL_ja per sample and per corpus); the summary's accuracies are percentages.
+SUMMARY_KEYS = {"correct": "acc", "correct_ja": "acc_ja", "correct_pure": "acc_pure"}
 FILTERS = ["all", "A wins", "B wins", "ties"]
 SORTS = ["index", "A − B (largest first)", "B − A (largest first)", "|A − B| (largest first)"]
 MAX_RESULTS_BYTES = 200 * 1024 * 1024
@@ -208,13 +211,13 @@ def summary_markdown(a: Results, b: Results | None, cases: list[Case], shown: in
     if b is not None and a.bench != b.bench:
         lines.append(f"⚠ The files are on different benchmarks ({a.bench} vs {b.bench}); samples are paired by "
                      "id or index.")
-    headline = METRIC_FIELDS.get(a.metric, [metric])[0]
+    key = SUMMARY_KEYS.get(metric, metric)
 
     def score(r: Results) -> str:
-        value = r.summary.get(metric, r.summary.get(headline))
+        value = r.summary.get(key)
         return "–" if not isinstance(value, (int, float)) else f"{value:.2f}"
 
-    lines.append(f"{metric}: A = {score(a)}" + (f", B = {score(b)}" if b else ""))
+    lines.append(f"{key}: A = {score(a)}" + (f", B = {score(b)}" if b else ""))
     if b is not None:
         wins_a = sum(1 for c in cases if c.diff is not None and c.diff > 0)
         wins_b = sum(1 for c in cases if c.diff is not None and c.diff < 0)
