@@ -93,12 +93,16 @@ def test_no_model_available_still_gives_a_selection(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("models: []", "non-empty list"),
-    ("models: [{name: x}]", "needs a 'ref'"),
-    ("models: [{ref: a, kind: robot}]", "kind must be"),
-    ("models: [a, a]", "duplicate"),
-    ("models: [a]\nlimits: {max_beams: many}", "expected int"),
-    ("models: [a]\nsurprise: 1", "unknown keys"),
+    ("models: []", "bad.yaml: models: must be a non-empty list"),
+    ("models: [{name: x}]", r"bad.yaml: models\[0\]: needs a 'ref'"),
+    ("models: [a, {ref: a, kind: robot}]", r"bad.yaml: models\[1\]\.kind: input should be 'vlm' or 'llm', got 'robot'"),
+    ("models: [a, a]", "bad.yaml: models: duplicate model name 'a'"),
+    ("models: [a]\nlimits: {max_beams: many}", "bad.yaml: limits.max_beams: expected an integer, got 'many'"),
+    ("models: [a]\ngeneration: {vqa: {num_beams: 0}}",
+     r"bad.yaml: generation\.vqa\.num_beams: expected an integer >= 1"),
+    ("models: [a]\ngeneration: {image: {num_beams: 2}}", "bad.yaml: generation.image: input should be 'vqa' or 'chat'"),
+    ("models: [a]\ncache: {max_resident: 0}", "bad.yaml: cache.max_resident: expected an integer >= 1, got 0"),
+    ("models: [a]\nsurprise: 1", "bad.yaml: unknown key.s. surprise; known: cache, defaults"),
 ])
 def test_bad_models_yaml(tmp_path, text, message):
     path = tmp_path / "bad.yaml"

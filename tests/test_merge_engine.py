@@ -513,7 +513,7 @@ def _case_unknown_method(family, mismatched, tmp_path, monkeypatch):
 def _case_density_too_high(family, mismatched, tmp_path, monkeypatch):
     data = _base_recipe(family, family["ja"], method="ties")
     data["models"][0]["density"] = 1.5
-    return data, ["density 1.5 outside [0, 1]"]
+    return data, ["models[0].density: 1.5 outside [0, 1]"]
 
 
 def _case_density_negative(family, mismatched, tmp_path, monkeypatch):
@@ -523,7 +523,7 @@ def _case_density_negative(family, mismatched, tmp_path, monkeypatch):
 
 
 def _case_unknown_recipe_key(family, mismatched, tmp_path, monkeypatch):
-    return _base_recipe(family, family["ja"], modles=[]), ["unknown keys", "modles"]
+    return _base_recipe(family, family["ja"], modles=[]), ["unknown key(s) modles; known: base_model"]
 
 
 def _case_invalid_yaml(family, mismatched, tmp_path, monkeypatch):
@@ -531,7 +531,7 @@ def _case_invalid_yaml(family, mismatched, tmp_path, monkeypatch):
 
 
 def _case_unknown_dtype(family, mismatched, tmp_path, monkeypatch):
-    return _base_recipe(family, family["ja"], dtype="float8"), ["unknown dtype 'float8'"]
+    return _base_recipe(family, family["ja"], dtype="float8"), ["dtype: input should be", "got 'float8'"]
 
 
 BAD_INPUTS = {name[len("_case_"):]: fn for name, fn in dict(globals()).items() if name.startswith("_case_")}

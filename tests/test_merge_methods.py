@@ -755,3 +755,97 @@ def test_out_of_the_wrong_shape_or_dtype_is_refused():
         ties(base, sources, [1.0, 1.0], [0.5, 0.5], out=torch.empty(11))
     with pytest.raises(ValueError, match="out must be"):
         ties(base, sources, [1.0, 1.0], [0.5, 0.5], out=torch.empty(10, dtype=torch.int64))
+
+
+# -- devices ----------------------------------------------------------------------------------
+# SHA-256 prefixes of every method's output on seeded inputs, from the CPU-only code at 5c3c792
+# (before the maths became device-aware): the CPU path must stay bit-identical to it. The inputs
+# span two chunks, hold exact zero deltas, and come in fp32 and bf16; each result is checked as
+# returned (fp32) and written into a bf16/fp32 ``out``.
+CPU_DIGESTS_5C3C792 = {
+    "float32/linear/": "c3a30492e18683b8", "float32/linear/n": "c3a30492e18683b8",
+    "float32/task_arithmetic/": "866a32a9a0e639b6", "float32/task_arithmetic/n": "f0b98bf10e3944a9",
+    "float32/ties/": "3680fe185bebe0db", "float32/ties/n": "3680fe185bebe0db",
+    "float32/dare_linear/": "bb9f6a3833039470", "float32/dare_linear/l1": "7861331fedfe59db",
+    "float32/dare_linear/n": "c746280fdb40b42c", "float32/dare_ties/": "07041372cc459191",
+    "float32/dare_ties/l1": "431ea30ee3dd8d0c", "float32/dare_ties/n": "a72e4b496ca2fa4b",
+    "bfloat16/linear/": "dc5695522b27b356", "bfloat16/linear/n": "dc5695522b27b356",
+    "bfloat16/task_arithmetic/": "847c33d883f9d3d0", "bfloat16/task_arithmetic/n": "1f2dfda31b72d7bb",
+    "bfloat16/ties/": "aada3bcb24b56713", "bfloat16/ties/n": "aada3bcb24b56713",
+    "bfloat16/dare_linear/": "84382ebadf9ae5b8", "bfloat16/dare_linear/l1": "b65139cc33e4af6d",
+    "bfloat16/dare_linear/n": "b657db0bf9a0dd22", "bfloat16/dare_ties/": "2071ea9eeb295e86",
+    "bfloat16/dare_ties/l1": "86d612d9d0ae701b", "bfloat16/dare_ties/n": "006a663e3743658b",
+}
+
+
+def _digest_inputs(dtype):
+    generator = torch.Generator().manual_seed(7)
+    base = torch.randn(300, 1100, generator=generator)  # two chunks of 2^18, an odd size
+    sources = [base + 0.02 * torch.randn(300, 1100, generator=generator) for _ in range(3)]
+    sources[1][:5] = base[:5]  # exact zero deltas: ties at the magnitude cut
+    return base.to(dtype), [source.to(dtype) for source in sources]
+
+
+def _sha(tensor: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(tensor.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+
+
+def _digest_runs():
+    for dtype in (torch.float32, torch.bfloat16):
+        base, sources = _digest_inputs(dtype)
+        for name, method in METHODS.items():
+            for option, extra in (("", {}), ("l1", {"rescale": "l1"}), ("n", {"normalize": True})):
+                if option == "l1" and not method.random:
+                    continue
+                yield f"{str(dtype).split('.')[1]}/{name}/{option}", method, name, base, sources, extra
+
+
+def test_the_cpu_path_is_bit_identical_to_the_cpu_only_code():
+    weights, densities = [0.5, 0.3, 0.8], [0.3, 0.6, 0.9]
+    seen = {}
+    for key, method, name, base, sources, extra in _digest_runs():
+        kwargs = dict(seeds=[11, 12, 13], **extra)
+        result = method.fn(None if name == "linear" else base, sources, weights, densities, **kwargs)
+        written = torch.empty_like(base)
+        method.fn(None if name == "linear" else base, sources, weights, densities, out=written, **kwargs)
+        assert written.equal(result.to(written.dtype)), key  # out= rounds the same fp32 values once
+        seen[key] = _sha(result)
+    assert seen == CPU_DIGESTS_5C3C792
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("density", [0.0, 0.013, 0.3, 0.5, 0.97, 1.0])
+def test_the_kthvalue_select_gives_the_radix_cut(dtype, density):
+    """Devices without the radix select (RADIX_DEVICES) trim exactly the same entries."""
+    from evovlm.merge.sparsify import MagnitudeTrimmer, delta_cut, kthvalue_cut
+
+    base, sources = _digest_inputs(dtype)
+    source = sources[1]  # with exact zero deltas
+    radix, sort = delta_cut(base, source, density), kthvalue_cut(base, source, density)
+    assert radix == sort, (radix, sort)
+    delta = source.float().reshape(-1) - base.float().reshape(-1)
+    assert MagnitudeTrimmer(radix).trim_(delta.clone()).equal(MagnitudeTrimmer(sort).trim_(delta.clone()))
+
+
+def test_inputs_on_two_devices_are_refused_before_any_work():
+    base = torch.zeros(4)
+    with pytest.raises(ValueError, match="different devices"):
+        METHODS["ties"].fn(base, [torch.zeros(4, device="meta")], [1.0], [0.5])
+    with pytest.raises(ValueError, match="on cpu"):
+        METHODS["ties"].fn(base, [torch.ones(4)], [1.0], [0.5], out=torch.empty(4, device="meta"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device check runs it)")
+@pytest.mark.parametrize("name", list(METHODS))
+def test_a_gpu_merge_runs_on_the_gpu_and_matches_the_cpu(name):
+    base, sources = _digest_inputs(torch.bfloat16)
+    kwargs = {"seeds": [11, 12, 13]}
+    on_cpu = METHODS[name].fn(None if name == "linear" else base, sources, [0.5, 0.3, 0.8], [0.3, 0.6, 0.9], **kwargs)
+    gpu_base, gpu_sources = base.cuda(), [s.cuda() for s in sources]
+    out = torch.empty_like(gpu_base)
+    METHODS[name].fn(None if name == "linear" else gpu_base, gpu_sources, [0.5, 0.3, 0.8], [0.3, 0.6, 0.9],
+                     out=out, **kwargs)
+    assert out.device.type == "cuda"
+    torch.testing.assert_close(out.cpu().float(), on_cpu.to(torch.bfloat16).float(), rtol=0, atol=2 ** -6)

@@ -127,8 +127,8 @@ def test_own_format_is_parsed(tmp_path):
     assert recipe.base_model == "org/base" and recipe.target == "org/vlm" and recipe.target_ref() == "org/vlm"
     assert recipe.seed == 7 and recipe.dtype == "bfloat16" and recipe.origin == "evovlm"
     assert recipe.models == [
-        SourceSpec("org/vlm", 0.6, {"default": 0.5, "embed": 1.0, "layers.0-15": 0.4}),
-        SourceSpec("org/ja", {"default": 0.3, "layers": 0.4}, 1.0),
+        SourceSpec(model="org/vlm", weight=0.6, density={"default": 0.5, "embed": 1.0, "layers.0-15": 0.4}),
+        SourceSpec(model="org/ja", weight={"default": 0.3, "layers": 0.4}, density=1.0),
     ]
     assert recipe.method_options() == {"lam": 0.9, "normalize": True, "rescale": "l1"}
 
@@ -157,13 +157,15 @@ def test_to_yaml_round_trips(tmp_path):
     ({"method": "slerp", "base_model": "b", "models": [{"model": "x"}]}, "unknown merge method 'slerp'"),
     ({"method": "ties", "models": [{"model": "x"}]}, "needs a base_model"),
     ({"method": "ties", "base_model": "b", "models": [{"model": "x", "density": 1.5}]},
-     r"density 1.5 outside \[0, 1\]"),
+     r"recipe: models\[0\]\.density: 1.5 outside \[0, 1\]"),
     ({"method": "ties", "base_model": "b", "models": [{"model": "x", "density": -0.1}]}, r"outside \[0, 1\]"),
     ({"method": "ties", "base_model": "b", "models": [{"model": "x", "density": {"default": 0.5, "layers.2": 2}}]},
-     r"density 2.0 outside \[0, 1\]"),
-    ({"method": "ties", "base_model": "b", "models": [{"model": "x"}], "mehtod": "ties"}, r"unknown keys \['mehtod'\]"),
-    ({"method": "ties", "base_model": "b", "models": [{"model": "x", "wieght": 1}]}, r"models\[0\] has unknown keys"),
-    ({"method": "ties", "base_model": "b", "models": [{"weight": 1}]}, r"models\[0\] needs a 'model' key"),
+     r"recipe: models\[0\]\.density\.layers\.2: 2.0 outside \[0, 1\]"),
+    ({"method": "ties", "base_model": "b", "models": [{"model": "x"}], "mehtod": "ties"},
+     r"recipe: unknown key\(s\) mehtod; known: base_model"),
+    ({"method": "ties", "base_model": "b", "models": [{"model": "x", "wieght": 1}]},
+     r"recipe: models\[0\]: unknown key\(s\) wieght"),
+    ({"method": "ties", "base_model": "b", "models": [{"weight": 1}]}, r"recipe: models\[0\]\.model: missing"),
     ({"method": "ties", "base_model": "b", "models": []}, "non-empty list"),
     ({"base_model": "b", "models": [{"model": "x"}]}, "missing 'method'"),
     ({"method": "ties", "base_model": "b", "models": [{"model": "x", "weight": {"attn": 1}}]},
@@ -173,7 +175,7 @@ def test_to_yaml_round_trips(tmp_path):
     ({"method": "ties", "base_model": "b", "models": [{"model": "x"}], "parameters": {"lamda": 1}},
      r"unknown parameters \['lamda'\]"),
     ({"method": "dare_ties", "base_model": "b", "models": [{"model": "x"}], "parameters": {"rescale": "l2"}},
-     "rescale must be"),
+     "recipe: parameters.rescale: must be 'inverse', 'l1' or false, got 'l2'"),
     (["method", "ties"], "mapping at the top level"),
 ])
 def test_bad_recipes_give_clear_errors(data, message):
@@ -282,9 +284,9 @@ def test_mergekit_config_is_read(tmp_path):
     assert recipe.origin == "mergekit"
     assert recipe.method == "dare_ties"
     assert recipe.base_model == "mistralai/Mistral-7B-v0.1"
-    assert recipe.models == [SourceSpec("augmxnt/shisa-gamma-7b-v1", 0.5, 0.53),
-                             SourceSpec("WizardLM/WizardMath-7B-V1.1", 0.3, 0.9),
-                             SourceSpec("GAIR/Abel-7B-002", 0.2, 1.0)]
+    assert recipe.models == [SourceSpec(model="augmxnt/shisa-gamma-7b-v1", weight=0.5, density=0.53),
+                             SourceSpec(model="WizardLM/WizardMath-7B-V1.1", weight=0.3, density=0.9),
+                             SourceSpec(model="GAIR/Abel-7B-002", weight=0.2, density=1.0)]
     assert recipe.options == {"normalize": True}  # int8_mask only saves memory in mergekit
     assert recipe.dtype == "bfloat16"
     # mergekit's DARE rescales to the L1 norm by default

@@ -33,6 +33,7 @@ SLOW = {
     "evovlm zoo evolve --out out/zoo-evolve --resume": "after the above; test_zoo_build covers --resume",
     "python benchmarks/merge_bench.py": "writes ~7 GB and takes minutes: a benchmark",
     "python benchmarks/eval_bench.py": "a benchmark (about a minute)",
+    "python benchmarks/select_bench.py": "a benchmark (about a minute)",
     "python benchmarks/evolve_bench.py --models zoo:base,zoo:ja,zoo:math --bench zoo-mgsm-ja --split fitness "
     "--limit 100 --max-new-tokens 40 --batch-size 64": "a benchmark (minutes)",
     "scripts/check-versions oldest": "installs a virtual environment from the package index",

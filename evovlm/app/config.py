@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from evovlm.arch import is_vlm_config
 from evovlm.errors import EvoVLMError
 from evovlm.io.resolve import hub_id, prefixed
 from evovlm.io.yamlfile import read_yaml_file
+from evovlm.schema import Count, Number, Section, parse
 
 SHIPPED_MODELS = Path(__file__).with_name("models.yaml")
 ENV_MODELS = "EVOVLM_APP_MODELS"
@@ -24,24 +27,26 @@ KINDS = ("vlm", "llm")
 TASKS = ("vqa", "chat")
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_new_tokens: int = 1024
-    max_beams: int = 8
-    max_question_chars: int = 2000
-    max_turns: int = 8
-    max_prompt_chars: int = 8000    # the whole chat prompt: older turns are dropped to fit
-    max_prompt_tokens: int = 4096   # and in tokens (also at most the model's context less the new tokens)
-    max_image_side: int = 2048
-    max_image_pixels: int = 50_000_000
+class _Frozen(Section):
+    model_config = ConfigDict(frozen=True)
 
 
-@dataclass(frozen=True)
-class GenDefaults:
+class Limits(_Frozen):
+    max_new_tokens: Count = 1024
+    max_beams: Count = 8
+    max_question_chars: Count = 2000
+    max_turns: Count = 8
+    max_prompt_chars: Count = 8000    # the whole chat prompt: older turns are dropped to fit
+    max_prompt_tokens: Count = 4096   # and in tokens (also at most the model's context less the new tokens)
+    max_image_side: Count = 2048
+    max_image_pixels: Count = 50_000_000
+
+
+class GenDefaults(_Frozen):
     template: str = "plain"
-    num_beams: int = 1
-    repetition_penalty: float = 1.0
-    max_new_tokens: int = 512
+    num_beams: Count = 1
+    repetition_penalty: Annotated[Number, Field(gt=0)] = 1.0
+    max_new_tokens: Count = 512
 
 
 DEFAULT_GENERATION = {
@@ -50,14 +55,63 @@ DEFAULT_GENERATION = {
 }
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str          # label in the UI, unique
+class ModelEntry(_Frozen):
+    name: str = ""     # label in the UI, unique (default: the ref)
     ref: str           # local dir, zoo:NAME or HF repo id
-    kind: str          # "vlm" or "llm" (as listed; the checkpoint's config wins once resolvable)
+    kind: Literal["vlm", "llm"] = "llm"  # as listed; the checkpoint's config wins once resolvable
     description: str = ""
-    template: str | None = None  # this model's own prompt template, used when the UI says "model default"
-    max_new_tokens: int | None = None  # a cap for this model (tiny zoo models answer in a few dozen tokens)
+    template: Optional[str] = None  # this model's own prompt template, used when the UI says "model default"
+    max_new_tokens: Optional[Count] = None  # a cap for this model (tiny zoo models answer in a few dozen tokens)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, item: Any) -> Any:
+        if isinstance(item, str):
+            item = {"ref": item}
+        if isinstance(item, dict) and not item.get("ref"):
+            raise ValueError("needs a 'ref' (directory, zoo:NAME or HF repo id)")
+        if isinstance(item, dict) and not item.get("name"):
+            item = {**item, "name": str(item["ref"])}
+        return item
+
+
+class CacheSettings(Section):
+    max_resident: Count = 2
+
+
+class ModelsFile(Section):
+    """The models YAML as written: ``models``, and optional ``defaults``, ``generation``, ``limits``, ``cache``."""
+
+    models: list[ModelEntry] = Field(min_length=1)
+    defaults: dict[Literal["vqa", "chat"], list[str]] = Field(default_factory=dict)
+    generation: dict[Literal["vqa", "chat"], GenDefaults] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _listed(cls, models: Any) -> Any:
+        if not isinstance(models, list) or not models:
+            raise ValueError("must be a non-empty list")
+        return models
+
+    @field_validator("generation", mode="before")
+    @classmethod
+    def _over_defaults(cls, generation: Any) -> Any:
+        """A task's keys override the shipped defaults; keys left out keep them."""
+        if not isinstance(generation, dict):
+            return generation
+        return {task: {**DEFAULT_GENERATION[task].model_dump(), **values} if task in DEFAULT_GENERATION
+                and isinstance(values, dict) else values for task, values in generation.items()}
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, models: list[ModelEntry]) -> list[ModelEntry]:
+        names = [m.name for m in models]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate model name {duplicates[0]!r}")
+        return models
 
 
 @dataclass
@@ -72,34 +126,14 @@ class Availability:
 @dataclass
 class AppConfig:
     models: list[ModelEntry]
-    defaults: dict[str, list[str]] = field(default_factory=dict)
-    generation: dict[str, GenDefaults] = field(default_factory=lambda: dict(DEFAULT_GENERATION))
-    limits: Limits = field(default_factory=Limits)
+    defaults: dict[str, list[str]]
+    generation: dict[str, GenDefaults]
+    limits: Limits
     max_resident: int = 2
     source: str = ""
 
     def entry(self, name: str) -> ModelEntry | None:
         return next((m for m in self.models if m.name == name), None)
-
-
-def _overlay(base: Any, data: Any, where: str) -> Any:
-    """``base`` (a frozen dataclass) with the keys of ``data`` applied, each cast to the field's type."""
-    if data is None:
-        return base
-    if not isinstance(data, dict):
-        raise EvoVLMError(f"{where}: expected a mapping")
-    known = {f.name for f in fields(base)}
-    unknown = set(data) - known
-    if unknown:
-        raise EvoVLMError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    values = {}
-    for key, value in data.items():
-        default = getattr(base, key)
-        try:
-            values[key] = type(default)(value)
-        except (TypeError, ValueError):
-            raise EvoVLMError(f"{where}.{key}: expected {type(default).__name__}, got {value!r}") from None
-    return replace(base, **values)
 
 
 def _resolve_ref(ref: str, base_dir: Path) -> str:
@@ -116,48 +150,11 @@ def load_config(path: str | os.PathLike | None = None) -> AppConfig:
     data = read_yaml_file(path, "models file") or {}
     if not isinstance(data, dict):
         raise EvoVLMError(f"{path}: expected a mapping with a 'models' list")
-    unknown = set(data) - {"models", "defaults", "generation", "limits", "cache"}
-    if unknown:
-        raise EvoVLMError(f"{path}: unknown keys {sorted(unknown)}")
-    raw_models = data.get("models")
-    if not isinstance(raw_models, list) or not raw_models:
-        raise EvoVLMError(f"{path}: 'models' must be a non-empty list")
-    models: list[ModelEntry] = []
-    for index, item in enumerate(raw_models):
-        where = f"{path}: models[{index}]"
-        if isinstance(item, str):
-            item = {"ref": item}
-        if not isinstance(item, dict) or not item.get("ref"):
-            raise EvoVLMError(f"{where} needs a 'ref' (directory, zoo:NAME or HF repo id)")
-        extra = set(item) - {"name", "ref", "kind", "description", "template", "max_new_tokens"}
-        if extra:
-            raise EvoVLMError(f"{where}: unknown keys {sorted(extra)}")
-        kind = str(item.get("kind", "llm"))
-        if kind not in KINDS:
-            raise EvoVLMError(f"{where}: kind must be one of {KINDS}, got {kind!r}")
-        ref = str(item["ref"])
-        name = str(item.get("name") or ref)
-        if any(m.name == name for m in models):
-            raise EvoVLMError(f"{where}: duplicate model name {name!r}")
-        cap = item.get("max_new_tokens")
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise EvoVLMError(f"{where}: max_new_tokens must be a positive integer, got {cap!r}")
-        models.append(ModelEntry(name=name, ref=_resolve_ref(ref, path.parent), kind=kind,
-                                 description=str(item.get("description", "")), template=item.get("template"),
-                                 max_new_tokens=cap))
-    defaults = data.get("defaults") or {}
-    if not isinstance(defaults, dict) or set(defaults) - set(TASKS):
-        raise EvoVLMError(f"{path}: 'defaults' maps vqa/chat to a list of model names")
-    generation = dict(DEFAULT_GENERATION)
-    for task, values in (data.get("generation") or {}).items():
-        if task not in TASKS:
-            raise EvoVLMError(f"{path}: generation.{task}: use vqa or chat")
-        generation[task] = _overlay(DEFAULT_GENERATION[task], values, f"{path}: generation.{task}")
-    limits = _overlay(Limits(), data.get("limits"), f"{path}: limits")
-    cache = data.get("cache") or {}
-    max_resident = int(cache.get("max_resident", 2)) if isinstance(cache, dict) else 2
-    return AppConfig(models=models, defaults={k: [str(v) for v in (vals or [])] for k, vals in defaults.items()},
-                     generation=generation, limits=limits, max_resident=max(1, max_resident), source=str(path))
+    parsed = parse(ModelsFile, data, str(path))
+    models = [m.model_copy(update={"ref": _resolve_ref(m.ref, path.parent)}) for m in parsed.models]
+    return AppConfig(models=models, defaults=dict(parsed.defaults),
+                     generation={**DEFAULT_GENERATION, **parsed.generation}, limits=parsed.limits,
+                     max_resident=parsed.cache.max_resident, source=str(path))
 
 
 def _checkpoint_kind(path: Path) -> str | None:

@@ -1,4 +1,4 @@
-"""The evolution config: YAML in, validated dataclasses out, resolved YAML back.
+"""The evolution config: a declarative schema (pydantic v2), YAML in, resolved YAML back.
 
 ::
 
@@ -39,44 +39,84 @@
 
 ``ps`` and ``dfs`` may each carry their own ``optimizer`` and ``budget`` keys, which
 override the top-level ones for that stage.
+
+This module checks what the config itself says. What needs the world outside it (model
+references, config.json files, user callables, benchmarks, genomes) is checked by
+:func:`evovlm.evolve.preflight.preflight`, once, before a run does any work.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Strict,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
-from evovlm.dtypes import check_dtype
-from evovlm.errors import EvoVLMError
+from evovlm.dtypes import DTYPE_NAMES
 from evovlm.io.yamlfile import read_yaml_file
+from evovlm.schema import Count, NonNegativeInt, Number, Range, Section, finite, parse
 
 MODES = ("ps", "dfs", "ps+dfs")
-OPTIMIZERS = ("cma", "sep_cma")
 SYNTHETIC = ("sphere",)
 FROM_PS = "ps"  # dfs.model_a in ps+dfs mode
+Population = Annotated[int, Strict(), Field(ge=4)]  # below 4, CMA-ES's rank-mu update has no weight
+Overrides = Annotated[dict[str, Any], BeforeValidator(lambda value: {} if value is None else value)]
 
 
-@dataclass
-class OptimizerConfig:
-    name: str = "cma"
-    sigma: float = 1.0 / 6.0
-    population: int | None = None  # default 4 + floor(3 ln n)
-    bounds: tuple[float, float] = (0.0, 1.0)
-    mean: float = 0.5  # every gene's start (DFS init: a overrides the DFS genes)
-    max_resampling: int | None = None  # default 100 up to 100 genes, else 1 (then clip to bounds)
+def _function_ref(value: Any) -> Any:
+    if callable(value) or (isinstance(value, str) and value.strip()):
+        return value
+    raise ValueError(f"expected 'module:function' or a Python callable, got {value!r}")
+
+
+def function_name(value: Any) -> str:
+    """A function reference as written in YAML: a Python callable becomes ``module:qualname``."""
+    return f"{value.__module__}:{value.__qualname__}" if callable(value) else str(value)
+
+
+# imported by preflight, not here; written back to YAML as ``module:qualname``
+FunctionRef = Annotated[Any, AfterValidator(_function_ref), PlainSerializer(function_name)]
+
+
+class OptimizerConfig(Section):
+    name: Literal["cma", "sep_cma"] = "cma"
+    sigma: Annotated[Number, Field(gt=0)] = 1.0 / 6.0
+    population: Optional[Population] = None  # default 4 + floor(3 ln n)
+    bounds: Range = (0.0, 1.0)
+    mean: Number = 0.5  # every gene's start (DFS init: a overrides the DFS genes)
+    max_resampling: Optional[Count] = None  # default 100 up to 100 genes, else 1 (then clip to bounds)
+
+    @model_validator(mode="after")
+    def _mean_inside(self) -> "OptimizerConfig":
+        if not self.bounds[0] <= self.mean <= self.bounds[1]:
+            raise ValueError(f"mean {self.mean} lies outside the bounds {list(self.bounds)}")
+        return self
 
     def population_for(self, n_genes: int) -> int:
         return self.population or 4 + math.floor(3 * math.log(n_genes))
 
 
-@dataclass
-class BudgetConfig:
-    generations: int | None = None
-    trials: int | None = None
+class BudgetConfig(Section):
+    generations: Optional[Count] = None
+    trials: Optional[Count] = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "BudgetConfig":
+        if self.generations is not None and self.trials is not None:
+            raise ValueError("give generations or trials, not both")
+        return self
 
     def generations_for(self, population: int) -> int:
         if self.generations is not None:
@@ -84,112 +124,280 @@ class BudgetConfig:
         return math.ceil((self.trials or 100) / population)
 
 
-@dataclass
-class FitnessConfig:
-    benchmark: str | None = None
-    split: str | None = None
-    limit: int | None = None
-    data_seed: int | None = None
-    data: str | None = None  # read the benchmark from this file/directory
+class BenchmarkFitness(Section):
+    """Score the candidate model on a benchmark (built in, registered by a plugin or ``imports``)."""
+
+    kind: ClassVar[str] = "benchmark"
+    benchmark: str
+    split: Optional[str] = None
+    limit: Optional[Count] = None
+    data_seed: Optional[NonNegativeInt] = None
+    data: Optional[str] = None  # read the benchmark from this file/directory
     # a key of the evaluator's summary (default acc_ja for mgsm, rougeL_ja for rouge-ja), or
     # {key: weight}: the fitness is the weighted sum
-    metric: Union[str, dict, None] = None
-    generation: dict = field(default_factory=dict)
-    imports: list[str] = field(default_factory=list)  # modules that register benchmarks
-    callable: Union[str, Callable, None] = None  # "module:function", fn(model, tokenizer_or_processor) -> float
-    synthetic: Union[str, Callable, None] = None  # "sphere" or fn(genes) -> float: no model is loaded
-    target: Union[float, list] = 0.5  # sphere: fitness = -sum((genes - target)^2)
-    sleep_s: float = 0.0  # synthetic: pretend each candidate takes this long
+    metric: Union[str, dict[str, float], None] = None
+    generation: dict[str, Any] = Field(default_factory=dict)
+    imports: list[str] = Field(default_factory=list)  # modules that register benchmarks
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _metric(cls, metric: Any) -> Any:
+        if metric is None or isinstance(metric, str):
+            return metric
+        if not isinstance(metric, dict):
+            raise ValueError(f"a summary key, or a mapping of keys to weights, got {metric!r}")
+        if not metric or not all(isinstance(key, str) for key in metric):
+            raise ValueError("a summary key, or a non-empty mapping of keys to weights")
+        for key, weight in metric.items():
+            if not finite(weight):
+                raise ValueError(f".{key}: expected a number, got {weight!r}")
+        return {key: float(weight) for key, weight in metric.items()}
 
     @property
-    def kind(self) -> str:
-        return "benchmark" if self.benchmark else "callable" if self.callable else "synthetic"
+    def source(self) -> str:
+        return self.benchmark
 
 
-@dataclass
-class ModelEntry:
+class CallableFitness(Section):
+    """``fn(model, tokenizer_or_processor) -> float``, named ``module:function``."""
+
+    kind: ClassVar[str] = "callable"
+    callable: FunctionRef
+
+    @property
+    def source(self) -> str:
+        return function_name(self.callable)
+
+
+class SyntheticFitness(Section):
+    """Scores genes, not models: ``sphere`` or ``fn(genes) -> float``. No model is loaded."""
+
+    kind: ClassVar[str] = "synthetic"
+    synthetic: FunctionRef
+    target: Any = 0.5  # sphere: fitness = -sum((genes - target)^2); a number or one per gene
+    sleep_s: Annotated[float, Field(ge=0)] = 0.0  # pretend each candidate takes this long
+
+    @field_validator("synthetic")
+    @classmethod
+    def _objective(cls, value: Any) -> Any:
+        if isinstance(value, str) and ":" not in value and value not in SYNTHETIC:
+            raise ValueError(f"{value!r} is neither a built-in objective ({', '.join(SYNTHETIC)}) "
+                             "nor 'module:function'")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, target: Any) -> Any:
+        values = target if isinstance(target, list) else [target]
+        if not values or not all(finite(value) for value in values):
+            raise ValueError(f"a number, or a list of one number per gene, got {target!r}")
+        return target
+
+    @property
+    def source(self) -> str:
+        return function_name(self.synthetic)
+
+
+FITNESS_KINDS = {cls.kind: cls for cls in (BenchmarkFitness, CallableFitness, SyntheticFitness)}
+
+
+def _fitness_kind(data: Any) -> str | None:
+    """The tag of a fitness section: which one of its kind keys it has (None: not exactly one)."""
+    if isinstance(data, (BenchmarkFitness, CallableFitness, SyntheticFitness)):
+        return f"fitness={data.kind}"
+    given = [kind for kind in FITNESS_KINDS if isinstance(data, dict) and data.get(kind) is not None]
+    return f"fitness={given[0]}" if len(given) == 1 else None
+
+
+FitnessConfig = Annotated[
+    Union[tuple(Annotated[cls, Tag(f"fitness={kind}")] for kind, cls in FITNESS_KINDS.items())],  # type: ignore
+    Discriminator(_fitness_kind, custom_error_type="fitness_kind",
+                  custom_error_message="give exactly one of benchmark, callable or synthetic"),
+]
+
+
+class ModelEntry(Section):
     model: str
-    weight: float | None = None  # a number pins the value (no gene)
-    density: float | None = None
+    weight: Optional[Number] = None  # a number pins the value (no gene)
+    density: Optional[Number] = None
+
+    @field_validator("density")
+    @classmethod
+    def _share(cls, density: float | None) -> float | None:
+        if density is not None and not 0.0 <= density <= 1.0:
+            raise ValueError(f"{density} outside [0, 1]")
+        return density
 
 
-@dataclass
-class PSConfig:
-    models: list[ModelEntry]
+class PSConfig(Section):
+    models: list[ModelEntry] = Field(min_length=1)
     method: str = "dare_ties"
-    base_model: str | None = None
-    target: str | None = None
-    group_size: Union[str, int] = "model"
-    weight_range: tuple[float, float] = (0.0, 1.0)
-    density_range: tuple[float, float] = (0.0, 1.0)
-    parameters: dict = field(default_factory=dict)
-    merge_seed: int = 0
-    optimizer: dict = field(default_factory=dict)
-    budget: dict = field(default_factory=dict)
+    base_model: Optional[str] = None
+    target: Optional[str] = None
+    group_size: Union[Literal["model"], int] = "model"
+    weight_range: Range = (0.0, 1.0)
+    density_range: Range = (0.0, 1.0)
+    parameters: Overrides = Field(default_factory=dict)  # checked with the first recipe, by preflight
+    merge_seed: NonNegativeInt = 0
+    optimizer: Overrides = Field(default_factory=dict)
+    budget: Overrides = Field(default_factory=dict)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _entries(cls, models: Any) -> Any:
+        if not isinstance(models, list) or not models:
+            raise ValueError("a non-empty list of models to merge is required")
+        return [{"model": entry} if isinstance(entry, str) else entry for entry in models]
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method(cls, method: Any) -> str:
+        from evovlm.merge.methods import ALIASES, METHODS
+
+        name = ALIASES.get(str(method), str(method))
+        if name not in METHODS:
+            raise ValueError(f"unknown merge method {method!r}; known: {', '.join(METHODS)}")
+        return name
+
+    @field_validator("group_size", mode="before")
+    @classmethod
+    def _group_size(cls, size: Any) -> Any:
+        if size == "layer":
+            return 1
+        if size != "model" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"'model', 'layer' or a positive number of decoder blocks, got {size!r}")
+        return size
+
+    @field_validator("density_range")
+    @classmethod
+    def _within_unit(cls, span: tuple[float, float]) -> tuple[float, float]:
+        if not (0.0 <= span[0] and span[1] <= 1.0):
+            raise ValueError(f"[{span[0]}, {span[1]}] must lie within [0.0, 1.0]")
+        return span
+
+    @model_validator(mode="after")
+    def _base(self) -> "PSConfig":
+        from evovlm.merge.methods import METHODS
+
+        if METHODS[self.method].needs_base and not self.base_model:
+            raise ValueError(f"method {self.method} needs a base_model (task vectors are taken against it)")
+        return self
 
 
-@dataclass
-class DFSConfig:
+class DFSConfig(Section):
     model_a: str
     model_b: str
-    repeats: int = 3
-    scales: str = "matrix"
-    scale_range: tuple[float, float] = (0.0, 2.0)
-    init: str = "a"
-    optimizer: dict = field(default_factory=dict)
-    budget: dict = field(default_factory=dict)
+    repeats: Count = 3
+    scales: Literal["matrix", "none"] = "matrix"  # the paper's M x M W, or all 1
+    scale_range: Range = (0.0, 2.0)
+    # a: start from model A, its layers in the middle repetition; a-first: in the first; uniform: every gene at the mean
+    init: Literal["a", "a-first", "uniform"] = "a"
+    optimizer: Overrides = Field(default_factory=dict)
+    budget: Overrides = Field(default_factory=dict)
 
 
-@dataclass
-class RuntimeConfig:
-    workers: Union[int, str] = "auto"  # auto: one per GPU, else 1
-    devices: Union[list, str] = "auto"  # auto: every GPU, else cpu
-    dtype: str | None = None  # default: bf16/fp16 on GPU, fp32 on CPU
-    save_model: bool = True
-    plot: bool = True
+class RuntimeConfig(Section):
+    workers: Union[Literal["auto"], Count] = "auto"  # auto: one per GPU, else 1
+    devices: Union[Literal["auto"], list[str]] = "auto"  # auto: every GPU, else cpu
+    dtype: Optional[Literal[tuple(DTYPE_NAMES)]] = None  # type: ignore[valid-type]  # default: bf16/fp16 on GPU
+    save_model: Annotated[bool, Strict()] = True
+    plot: Annotated[bool, Strict()] = True
     # Optimiser states kept: "auto" keeps all unless the genome is large (a 4288-gene DFS state holds a
     # 147 MB covariance matrix), then the last 5; or a number; or null for all.
-    keep_states: Union[int, str, None] = "auto"
-    progress: bool = True
+    keep_states: Union[Literal["auto"], Count, None] = "auto"
+    progress: Annotated[bool, Strict()] = True
+
+    @field_validator("workers", "keep_states", mode="before")
+    @classmethod
+    def _count_or_auto(cls, value: Any) -> Any:
+        if value == "auto" or value is None:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"'auto' or an integer >= 1, got {value!r}")
+        return value
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices(cls, devices: Any) -> Any:
+        if devices != "auto" and (not isinstance(devices, list) or not devices
+                                  or not all(isinstance(d, str) for d in devices)):
+            raise ValueError(f"'auto' or a list such as [cuda:0, cuda:1], got {devices!r}")
+        return devices
 
 
-@dataclass
-class EvolveConfig:
-    mode: str
+def _named_benchmark(section: Any) -> Any:
+    return {"benchmark": section} if isinstance(section, str) else section
+
+
+class EvolveConfig(Section):
+    mode: Literal["ps", "dfs", "ps+dfs"]
+    seed: NonNegativeInt = 0
+    ps: Optional[PSConfig] = None
+    dfs: Optional[DFSConfig] = None
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
     fitness: FitnessConfig
-    seed: int = 0
-    ps: PSConfig | None = None
-    dfs: DFSConfig | None = None
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
-    validation: FitnessConfig | None = None
-    test: FitnessConfig | None = None
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    validation: Optional[FitnessConfig] = None
+    test: Optional[FitnessConfig] = None
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        mode = data.setdefault("mode", "ps" if "dfs" not in data else "dfs")
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        if "fitness" not in data:
+            raise ValueError("missing 'fitness' (a benchmark, callable or synthetic objective)")
+        for key in ("fitness", "validation", "test"):
+            data[key] = _named_benchmark(data.get(key)) or None
+        for key in ("optimizer", "budget", "runtime"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        stages = mode.split("+")
+        for stage in stages:
+            if not isinstance(data.get(stage), (dict, Section)):
+                raise ValueError(f"mode {mode} needs a '{stage}' section (a mapping)")
+        for stage in ("ps", "dfs"):
+            if stage not in stages and data.get(stage) is not None:
+                raise ValueError(f"a '{stage}' section is given but mode is {mode}; set mode: "
+                                 f"{'ps+dfs' if mode != 'ps+dfs' else mode} or remove it")
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "EvolveConfig":
+        sections = [s for s in (self.validation, self.test) if s is not None]
+        if any((s.kind == "synthetic") != (self.fitness.kind == "synthetic") for s in sections):
+            raise ValueError("a synthetic objective scores genes, not models: fitness, validation and "
+                             "test must all be synthetic or all score models (benchmark / callable)")
+        if self.dfs is not None:
+            if self.dfs.model_a == FROM_PS and self.mode != "ps+dfs":
+                raise ValueError("dfs.model_a: 'ps' (the PS result) only works in mode ps+dfs")
+            if self.mode == "ps+dfs" and self.dfs.model_a != FROM_PS:
+                raise ValueError("dfs.model_a: in ps+dfs mode model A is the PS result: write model_a: ps")
+        if self.mode == "ps+dfs" and not self.runtime.save_model:
+            raise ValueError("ps+dfs needs runtime.save_model: true (the PS model becomes DFS's model A)")
+        return self
 
     def stages(self) -> list[str]:
         return self.mode.split("+")
 
     def optimizer_for(self, stage: str) -> OptimizerConfig:
         overrides = getattr(self, stage).optimizer
-        return _build(OptimizerConfig, {**_plain(self.optimizer), **overrides}, f"{stage}.optimizer", _check_optimizer)
+        merged = {**self.optimizer.model_dump(), **overrides}
+        return parse(OptimizerConfig, merged, "config", (stage, "optimizer"))
 
     def budget_for(self, stage: str) -> BudgetConfig:
         overrides = getattr(self, stage).budget
-        merged = dict(overrides) if overrides else _plain(self.budget)
-        return _build(BudgetConfig, merged, f"{stage}.budget", _check_budget)
+        merged = dict(overrides) if overrides else self.budget.model_dump()
+        return parse(BudgetConfig, merged, "config", (stage, "budget"))
 
     def to_dict(self) -> dict:
         """The resolved config (every default filled in), as written to RUN_DIR/config.yaml."""
-        order = ("mode", "seed", "ps", "dfs", "optimizer", "budget", "fitness", "validation", "test", "runtime")
-        data = {key: _plain(getattr(self, key)) for key in order}
-        for name in ("fitness", "validation", "test"):
-            section = data.get(name)
-            if section:
-                for key in ("callable", "synthetic"):
-                    if callable(section.get(key)):
-                        function = section[key]
-                        section[key] = f"{function.__module__}:{function.__qualname__}"
-        return data
+        return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
@@ -200,316 +408,15 @@ def load_config(path: str | Path) -> EvolveConfig:
     return config_from_dict(read_yaml_file(path, "config file"), where=str(path))
 
 
-def config_from_dict(data: Any, where: str = "config", *, base_dir: str | Path | None = None) -> EvolveConfig:
-    """Validate ``data``; local model directories become absolute paths so a resume works from anywhere."""
+def config_from_dict(data: Any, where: str = "config") -> EvolveConfig:
+    """``data`` (the YAML document) validated; errors name the key (``config: ps.models[1].density``)."""
     if isinstance(data, EvolveConfig):
         return data
-    if not isinstance(data, dict):
-        raise EvoVLMError(f"{where}: expected a mapping at the top level")
-    data = dict(data)
-    _no_unknown(data, {f.name for f in fields(EvolveConfig)}, where)
-    mode = data.get("mode", "ps" if "dfs" not in data else "dfs")
-    if mode not in MODES:
-        raise EvoVLMError(f"{where}: unknown mode {mode!r}; use one of {', '.join(MODES)}")
-    seed = data.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise EvoVLMError(f"{where}: seed must be a non-negative integer, got {seed!r}")
-    stages = mode.split("+")
-    for stage in stages:
-        if not isinstance(data.get(stage), dict):
-            raise EvoVLMError(f"{where}: mode {mode} needs a '{stage}' section (a mapping)")
-    for stage in ("ps", "dfs"):
-        if stage not in stages and data.get(stage) is not None:
-            raise EvoVLMError(f"{where}: a '{stage}' section is given but mode is {mode}; set mode: "
-                              f"{'ps+dfs' if mode != 'ps+dfs' else mode} or remove it")
-    if "fitness" not in data:
-        raise EvoVLMError(f"{where}: missing 'fitness' (a benchmark, callable or synthetic objective)")
-    config = EvolveConfig(
-        mode=mode, seed=seed,
-        fitness=_fitness(data["fitness"], f"{where}: fitness", base_dir),
-        ps=_ps(data["ps"], f"{where}: ps", base_dir) if "ps" in stages else None,
-        dfs=_dfs(data["dfs"], f"{where}: dfs", mode, base_dir) if "dfs" in stages else None,
-        optimizer=_build(OptimizerConfig, data.get("optimizer") or {}, f"{where}: optimizer", _check_optimizer),
-        budget=_build(BudgetConfig, data.get("budget") or {}, f"{where}: budget", _check_budget),
-        validation=_fitness(data["validation"], f"{where}: validation", base_dir) if data.get("validation") else None,
-        test=_fitness(data["test"], f"{where}: test", base_dir) if data.get("test") else None,
-        runtime=_build(RuntimeConfig, data.get("runtime") or {}, f"{where}: runtime", _check_runtime),
-    )
-    sections = [s for s in (config.validation, config.test) if s is not None]
-    if any((s.kind == "synthetic") != (config.fitness.kind == "synthetic") for s in sections):
-        raise EvoVLMError(f"{where}: a synthetic objective scores genes, not models: fitness, validation and "
-                          "test must all be synthetic or all score models (benchmark / callable)")
-    for stage in stages:  # stage overrides must be valid too
+    config = parse(EvolveConfig, data, where)
+    for stage in config.stages():  # a stage's overrides must be valid too
         config.optimizer_for(stage)
         config.budget_for(stage)
-    if mode == "ps+dfs" and not config.runtime.save_model:
-        raise EvoVLMError(f"{where}: ps+dfs needs runtime.save_model: true (the PS model becomes DFS's model A)")
-    if mode == "ps+dfs":
-        require_causal_lm(config.ps.target or config.ps.base_model or config.ps.models[0].model,
-                          f"{where}: ps+dfs: the PS result (model A) comes from")
     return config
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "__dataclass_fields__"):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def _no_unknown(data: dict, known: set[str], where: str) -> None:
-    unknown = sorted(set(map(str, data)) - known)
-    if unknown:
-        raise EvoVLMError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-
-
-def _build(cls: type, data: Any, where: str, check: Callable[[Any, str], None] | None = None) -> Any:
-    if not isinstance(data, dict):
-        raise EvoVLMError(f"{where}: expected a mapping, got {data!r}")
-    _no_unknown(data, {f.name for f in fields(cls)}, where)
-    try:
-        value = cls(**data)
-    except TypeError as exc:
-        raise EvoVLMError(f"{where}: {exc}") from None
-    if check:
-        check(value, where)
-    return value
-
-
-def _number(value: Any, where: str, *, positive: bool = False, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise EvoVLMError(f"{where}: expected a number, got {value!r}")
-    if positive and value <= 0:
-        raise EvoVLMError(f"{where}: must be positive, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise EvoVLMError(f"{where}: must be at least {minimum}, got {value!r}")
-    return float(value)
-
-
-def _count(value: Any, where: str, *, allow_none: bool = True, minimum: int = 1) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise EvoVLMError(f"{where}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _range(value: Any, where: str, *, within: tuple[float, float] | None = None) -> tuple[float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise EvoVLMError(f"{where}: expected [low, high], got {value!r}")
-    low, high = _number(value[0], f"{where}[0]"), _number(value[1], f"{where}[1]")
-    if not low < high:
-        raise EvoVLMError(f"{where}: low {low} must be below high {high}")
-    if within and not (within[0] <= low and high <= within[1]):
-        raise EvoVLMError(f"{where}: [{low}, {high}] must lie within [{within[0]}, {within[1]}]")
-    return (low, high)
-
-
-def _check_optimizer(opt: OptimizerConfig, where: str) -> None:
-    if opt.name not in OPTIMIZERS:
-        raise EvoVLMError(f"{where}.name: unknown optimiser {opt.name!r}; use one of {', '.join(OPTIMIZERS)}")
-    opt.sigma = _number(opt.sigma, f"{where}.sigma", positive=True)
-    # Below 4, CMA-ES's rank-mu covariance update has no weight (cmaes divides by zero).
-    opt.population = _count(opt.population, f"{where}.population", minimum=4)
-    opt.bounds = _range(opt.bounds, f"{where}.bounds")
-    opt.mean = _number(opt.mean, f"{where}.mean")
-    if not opt.bounds[0] <= opt.mean <= opt.bounds[1]:
-        raise EvoVLMError(f"{where}.mean {opt.mean} lies outside the bounds {list(opt.bounds)}")
-    opt.max_resampling = _count(opt.max_resampling, f"{where}.max_resampling")
-
-
-def _check_budget(budget: BudgetConfig, where: str) -> None:
-    if budget.generations is not None and budget.trials is not None:
-        raise EvoVLMError(f"{where}: give generations or trials, not both")
-    budget.generations = _count(budget.generations, f"{where}.generations")
-    budget.trials = _count(budget.trials, f"{where}.trials")
-
-
-def _check_runtime(runtime: RuntimeConfig, where: str) -> None:
-    if runtime.workers != "auto":
-        _count(runtime.workers, f"{where}.workers", allow_none=False)
-    if runtime.devices != "auto" and (not isinstance(runtime.devices, list) or not runtime.devices
-                                      or not all(isinstance(d, str) for d in runtime.devices)):
-        raise EvoVLMError(f"{where}.devices: 'auto' or a list such as [cuda:0, cuda:1], got {runtime.devices!r}")
-    if runtime.dtype is not None:
-        check_dtype(runtime.dtype, f"{where}.dtype")
-    if runtime.keep_states != "auto":
-        runtime.keep_states = _count(runtime.keep_states, f"{where}.keep_states")
-    for name in ("save_model", "plot", "progress"):
-        if not isinstance(getattr(runtime, name), bool):
-            raise EvoVLMError(f"{where}.{name}: expected true or false, got {getattr(runtime, name)!r}")
-
-
-def _model_ref(ref: Any, where: str, base_dir: str | Path | None) -> str:
-    """Check the reference now (a clear error before any work) and make local paths absolute."""
-    from evovlm.io.resolve import prefixed, resolve_model_path
-
-    if not isinstance(ref, str) or not ref.strip():
-        raise EvoVLMError(f"{where}: expected a model reference (directory, PREFIX:NAME or HF repo id), got {ref!r}")
-    local = Path(base_dir or ".") / Path(ref).expanduser()
-    if not prefixed(ref) and local.is_dir():
-        return str(local.resolve())
-    resolve_model_path(ref)  # raises a clear EvoVLMError when missing
-    return ref
-
-
-def _ps(data: dict, where: str, base_dir: str | Path | None) -> PSConfig:
-    from evovlm.merge.methods import ALIASES, METHODS
-
-    data = dict(data)
-    _no_unknown(data, {f.name for f in fields(PSConfig)}, where)
-    method = ALIASES.get(str(data.get("method", "dare_ties")), str(data.get("method", "dare_ties")))
-    if method not in METHODS:
-        raise EvoVLMError(f"{where}.method: unknown merge method {data.get('method')!r}; known: {', '.join(METHODS)}")
-    models = data.get("models")
-    if not isinstance(models, list) or not models:
-        raise EvoVLMError(f"{where}.models: a non-empty list of models to merge is required")
-    entries = []
-    for index, entry in enumerate(models):
-        spot = f"{where}.models[{index}]"
-        if isinstance(entry, str):
-            entry = {"model": entry}
-        if not isinstance(entry, dict) or "model" not in entry:
-            raise EvoVLMError(f"{spot}: a model reference or {{model: REF, weight: W, density: D}}")
-        _no_unknown(entry, {"model", "weight", "density"}, spot)
-        pinned = {k: _number(entry[k], f"{spot}.{k}") for k in ("weight", "density") if entry.get(k) is not None}
-        if not 0.0 <= pinned.get("density", 0.0) <= 1.0:
-            raise EvoVLMError(f"{spot}.density {pinned['density']} outside [0, 1]")
-        entries.append(ModelEntry(_model_ref(entry["model"], f"{spot}.model", base_dir), **pinned))
-    data["models"] = entries
-    data["method"] = method
-    if METHODS[method].needs_base and not data.get("base_model"):
-        raise EvoVLMError(f"{where}: method {method} needs a base_model (task vectors are taken against it)")
-    for key in ("base_model", "target"):
-        if data.get(key) is not None:
-            data[key] = _model_ref(data[key], f"{where}.{key}", base_dir)
-    group_size = data.get("group_size", "model")
-    if group_size not in ("model", "layer") and (isinstance(group_size, bool) or not isinstance(group_size, int)
-                                                 or group_size < 1):
-        raise EvoVLMError(f"{where}.group_size: 'model', 'layer' or a positive number of decoder blocks, "
-                          f"got {group_size!r}")
-    data["group_size"] = 1 if group_size == "layer" else group_size
-    data["weight_range"] = _range(data.get("weight_range", (0.0, 1.0)), f"{where}.weight_range")
-    data["density_range"] = _range(data.get("density_range", (0.0, 1.0)), f"{where}.density_range", within=(0.0, 1.0))
-    if not isinstance(data.get("parameters") or {}, dict):
-        raise EvoVLMError(f"{where}.parameters: a mapping such as {{lambda: 1.0, normalize: false}}")
-    data["parameters"] = dict(data.get("parameters") or {})
-    data["merge_seed"] = _count(data.get("merge_seed", 0), f"{where}.merge_seed", allow_none=False, minimum=0)
-    for key in ("optimizer", "budget"):
-        if not isinstance(data.get(key) or {}, dict):
-            raise EvoVLMError(f"{where}.{key}: expected a mapping")
-        data[key] = dict(data.get(key) or {})
-    return PSConfig(**data)  # evolve.preflight builds its genome's first recipe
-
-
-def _dfs(data: dict, where: str, mode: str, base_dir: str | Path | None) -> DFSConfig:
-    data = dict(data)
-    _no_unknown(data, {f.name for f in fields(DFSConfig)}, where)
-    for key in ("model_a", "model_b"):
-        if key not in data:
-            raise EvoVLMError(f"{where}: missing {key}")
-    if data["model_a"] == FROM_PS:
-        if mode != "ps+dfs":
-            raise EvoVLMError(f"{where}.model_a: 'ps' (the PS result) only works in mode ps+dfs")
-    else:
-        data["model_a"] = _model_ref(data["model_a"], f"{where}.model_a", base_dir)
-        require_causal_lm(data["model_a"], f"{where}.model_a")
-    data["model_b"] = _model_ref(data["model_b"], f"{where}.model_b", base_dir)
-    require_causal_lm(data["model_b"], f"{where}.model_b")
-    if mode == "ps+dfs" and data["model_a"] != FROM_PS:
-        raise EvoVLMError(f"{where}.model_a: in ps+dfs mode model A is the PS result: write model_a: ps")
-    data["repeats"] = _count(data.get("repeats", 3), f"{where}.repeats", allow_none=False)
-    if data.get("scales", "matrix") not in ("matrix", "none"):
-        raise EvoVLMError(f"{where}.scales: 'matrix' (the paper's M x M W) or 'none', got {data['scales']!r}")
-    data["scale_range"] = _range(data.get("scale_range", (0.0, 2.0)), f"{where}.scale_range")
-    if data.get("init", "a") not in ("a", "a-first", "uniform"):
-        raise EvoVLMError(f"{where}.init: 'a' (start from model A, its layers in the middle repetition), "
-                          f"'a-first' (in the first) or 'uniform' (every gene at the mean), got {data['init']!r}")
-    for key in ("optimizer", "budget"):
-        if not isinstance(data.get(key) or {}, dict):
-            raise EvoVLMError(f"{where}.{key}: expected a mapping")
-        data[key] = dict(data.get(key) or {})
-    return DFSConfig(**data)
-
-
-def require_causal_lm(ref: str, where: str) -> None:
-    """DFS runs decoder layers of Mistral/Llama causal LMs (not a VLM's tower)."""
-    from evovlm.arch import CAUSAL_LM_ARCHITECTURES, architecture_of
-    from evovlm.io.checkpoint import read_model_config
-    from evovlm.io.resolve import resolve_model_path
-
-    architecture = architecture_of(read_model_config(resolve_model_path(ref), ref))
-    if architecture not in CAUSAL_LM_ARCHITECTURES:
-        raise EvoVLMError(f"{where} {ref}: DFS merges causal LMs ({', '.join(sorted(CAUSAL_LM_ARCHITECTURES))}), "
-                          f"not {architecture}")
-
-
-def _fitness(data: Any, where: str, base_dir: str | Path | None) -> FitnessConfig:
-    if isinstance(data, str):
-        data = {"benchmark": data}
-    spec = _build(FitnessConfig, data, where)
-    given = [k for k in ("benchmark", "callable", "synthetic") if getattr(spec, k)]
-    if len(given) != 1:
-        raise EvoVLMError(f"{where}: give exactly one of benchmark, callable or synthetic (got "
-                          f"{', '.join(given) or 'none'})")
-    if spec.limit is not None:
-        _count(spec.limit, f"{where}.limit")
-    if isinstance(spec.metric, dict):
-        if not spec.metric or not all(isinstance(key, str) for key in spec.metric):
-            raise EvoVLMError(f"{where}.metric: a summary key, or a non-empty mapping of keys to weights")
-        spec.metric = {key: _number(weight, f"{where}.metric.{key}") for key, weight in spec.metric.items()}
-    elif spec.metric is not None and not isinstance(spec.metric, str):
-        raise EvoVLMError(f"{where}.metric: a summary key, or a mapping of keys to weights, got {spec.metric!r}")
-    if spec.data_seed is not None:
-        _count(spec.data_seed, f"{where}.data_seed", minimum=0)
-    if not isinstance(spec.generation, dict):
-        raise EvoVLMError(f"{where}.generation: a mapping of generation overrides, e.g. {{max_new_tokens: 256}}")
-    if not isinstance(spec.imports, list) or not all(isinstance(m, str) for m in spec.imports):
-        raise EvoVLMError(f"{where}.imports: a list of module names")
-    if spec.data is not None:
-        local = Path(base_dir or ".") / Path(spec.data).expanduser()
-        if not local.exists():
-            raise EvoVLMError(f"{where}.data: {spec.data} does not exist")
-        spec.data = str(local.resolve())
-    if spec.benchmark:
-        if spec.generation:
-            from evovlm.eval.runners import GenerationSettings
-
-            GenerationSettings().with_overrides(**spec.generation)  # unknown keys / bad values: clear error
-        spec.generation = dict(spec.generation)
-    if spec.synthetic is not None and isinstance(spec.synthetic, str) and ":" not in spec.synthetic \
-            and spec.synthetic not in SYNTHETIC:
-        raise EvoVLMError(f"{where}.synthetic: {spec.synthetic!r} is neither a built-in objective "
-                          f"({', '.join(SYNTHETIC)}) nor 'module:function'")
-    for key in ("callable", "synthetic"):
-        value = getattr(spec, key)
-        if isinstance(value, str) and value not in SYNTHETIC:
-            import_callable(value, f"{where}.{key}")
-    spec.sleep_s = _number(spec.sleep_s, f"{where}.sleep_s", minimum=0.0)
-    return spec
-
-
-def import_callable(ref: str | Callable, where: str = "callable") -> Callable:
-    """``"package.module:function"`` -> the function (callables pass through)."""
-    import importlib
-
-    if callable(ref):
-        return ref
-    module_name, _, attr = str(ref).partition(":")
-    if not module_name or not attr:
-        raise EvoVLMError(f"{where}: expected 'module:function', got {ref!r}")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise EvoVLMError(f"{where}: cannot import {ref!r} ({exc})") from None
-    if not callable(target):
-        raise EvoVLMError(f"{where}: {ref!r} is not callable")
-    return target
 
 
 def with_overrides(config: EvolveConfig, **runtime: Any) -> EvolveConfig:
@@ -517,5 +424,6 @@ def with_overrides(config: EvolveConfig, **runtime: Any) -> EvolveConfig:
     chosen = {k: v for k, v in runtime.items() if v is not None}
     if not chosen:
         return config
-    updated = _build(RuntimeConfig, {**asdict(config.runtime), **chosen}, "runtime", _check_runtime)
-    return replace(config, runtime=updated)
+    updated = parse(RuntimeConfig, {**config.runtime.model_dump(), **chosen}, "runtime")
+    return config.model_copy(update={"runtime": updated})
+

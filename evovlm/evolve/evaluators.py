@@ -19,13 +19,14 @@ import math
 import os
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from evovlm.errors import EvoVLMError
-from evovlm.evolve.config import FROM_PS, EvolveConfig, FitnessConfig, import_callable, require_causal_lm
+from evovlm.evolve.config import FROM_PS, EvolveConfig, FitnessConfig
+from evovlm.evolve.preflight import import_callable, load_fitness_benchmark, require_causal_lm
 
 ROLES = ("fitness", "validation", "test")
 DEFAULT_METRIC = {"mgsm": "acc_ja", "rouge-ja": "rougeL_ja"}  # the paper's scores for MGSM-JA and VQA
@@ -87,8 +88,8 @@ def make_genome(spec: StageSpec):
     if model_a == FROM_PS:
         raise EvoVLMError("the DFS stage needs the PS model: run the PS stage first")
     require_causal_lm(model_a, "dfs.model_a")
-    return DFSGenome(replace(dfs, model_a=model_a), num_decoder_layers(model_a), num_decoder_layers(dfs.model_b),
-                     bounds=bounds)
+    return DFSGenome(dfs.model_copy(update={"model_a": model_a}), num_decoder_layers(model_a),
+                     num_decoder_layers(dfs.model_b), bounds=bounds)
 
 
 def build_evaluator(spec: StageSpec, device: str | None = None, threads: int | None = None) -> "Evaluator":
@@ -187,8 +188,8 @@ class PSEvaluator(_ModelEvaluator):
 
         super().__init__(spec, device)
         template = self.genome.decode(self.genome.initial_mean(0.5 * (self.genome.b0 + self.genome.b1)))
-        self.resident = ResidentSources.load(template)
         self.runner = self._load_runner(template.target_ref())
+        self.resident = ResidentSources.load(template).placed_for(self.runner.model.device)
 
     def apply(self, genes: np.ndarray) -> None:
         from evovlm.merge.engine import merge_into_module
@@ -231,27 +232,6 @@ def load_causal_lm(ref: str, device: Any, dtype: Any):
 
 
 # -- scorers ---------------------------------------------------------------------------------
-def load_fitness_benchmark(fitness: FitnessConfig, section: str = "fitness"):
-    """The benchmark a fitness section names (importing the modules that register it first).
-
-    Errors name the config's keys (``fitness.data_seed``), not command-line options.
-    """
-    import importlib
-
-    from evovlm.errors import option_style
-    from evovlm.eval.benchmarks import load_benchmark
-
-    for module in fitness.imports:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise EvoVLMError(f"cannot import {module!r} (listed in imports): {exc}") from None
-    name = fitness.benchmark  # a plugin's (the zoo's) loads with the plugins, on the first miss
-    with option_style(lambda key: f"{section}.{key}"):
-        return load_benchmark(name, split=fitness.split, data_seed=fitness.data_seed, path=fitness.data,
-                              limit=fitness.limit)
-
-
 def make_scorer(fitness: FitnessConfig, section: str = "fitness"):
     """``scorer(runner) -> (fitness, summary, metric)`` for one fitness section."""
     if fitness.kind == "callable":

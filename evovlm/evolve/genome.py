@@ -98,7 +98,8 @@ class PSGenome(_Affine):
 
     def decode(self, genes: Sequence[float]):
         """The recipe a gene vector stands for."""
-        from evovlm.merge.recipe import Recipe, SourceSpec
+        from evovlm.merge.recipe import Recipe
+        from evovlm.schema import parse
 
         genes = np.asarray(genes, dtype=float)
         if genes.shape != (self.size,):
@@ -119,9 +120,10 @@ class PSGenome(_Affine):
                     params[parameter] = 1.0 if pinned is None else pinned
                 else:
                     params[parameter] = per_group["default"] if len(per_group) == 1 else per_group
-            specs.append(SourceSpec(entry.model, params["weight"], params["density"]))
-        return Recipe(method=self.config.method, models=specs, base_model=self.config.base_model,
-                      target=self.config.target, seed=self.config.merge_seed, options=dict(self.config.parameters))
+            specs.append({"model": entry.model, **params})
+        recipe = {"method": self.config.method, "models": specs, "base_model": self.config.base_model,
+                  "target": self.config.target, "seed": self.config.merge_seed, "parameters": self.config.parameters}
+        return parse(Recipe, recipe, "config", ("ps",))
 
     def encode(self, recipe) -> np.ndarray:
         """The gene vector of a recipe in this genome's space (values read per group)."""
@@ -141,11 +143,9 @@ class PSGenome(_Affine):
 
     def check(self, where: str) -> None:
         """Fail early, with the config's location, on a space no recipe can come from."""
-        from evovlm.merge.recipe import recipe_from_dict
-
         if self.size == 0:
             raise EvoVLMError(f"{where}: every weight and density is pinned: there is nothing to evolve")
-        recipe_from_dict(self.decode(self.initial_mean((self.b0 + self.b1) / 2)).to_dict(), where=where)
+        self.decode(self.initial_mean((self.b0 + self.b1) / 2))
 
 
 @dataclass(frozen=True)

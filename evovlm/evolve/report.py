@@ -99,7 +99,7 @@ def evolution_section(config: Any, stage: str, result: dict) -> str:
     fitness = config.fitness
     source = (f"benchmark `{fitness.benchmark}` (split {fitness.split or 'default'}, limit {fitness.limit or 'all'}, "
               f"data seed {fitness.data_seed})" if fitness.kind == "benchmark"
-              else f"{fitness.kind} objective `{fitness.callable or fitness.synthetic}`")
+              else f"{fitness.kind} objective `{fitness.source}`")
     optimizer = config.optimizer_for(stage)
     best = result["best"]
     lines = ["", "## Evolution", "",

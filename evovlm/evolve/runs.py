@@ -56,15 +56,13 @@ def run_evolution(config: EvolveConfig | dict | str | Path | None, out_dir: str 
         if not (out_dir / CONFIG_NAME).is_file():
             raise EvoVLMError(f"{out_dir} is not an evolution run directory (no {CONFIG_NAME}); nothing to resume")
     else:
-        config = load_config(config) if isinstance(config, (str, Path)) else config_from_dict(config)
-        preflight(config)
+        config = preflight(load_config(config) if isinstance(config, (str, Path)) else config_from_dict(config))
         _check_out_dir(out_dir, overwrite)  # before the folder is touched (the lock file goes into it)
         out_dir.mkdir(parents=True, exist_ok=True)
     with _locked(out_dir):  # nothing is deleted or written before the lock is held
         if resume:
             RunDir(out_dir)  # refuses a run of a newer format
-            config = load_config(out_dir / CONFIG_NAME)
-            preflight(config)
+            config = preflight(load_config(out_dir / CONFIG_NAME))
         else:
             _check_out_dir(out_dir, overwrite)
             _clear(out_dir)
@@ -178,9 +176,9 @@ def _test_score(config: EvolveConfig, backend: Backend, history: History, best: 
                   "candidate": genome.describe(best.genome)}
         history.append(record)
     test = config.test
-    return {"benchmark": test.benchmark or test.callable or test.synthetic, "split": test.split,
-            "limit": test.limit, "metric": record.get("metric"), "fitness": record.get("fitness"),
-            "error": record.get("error"), "score": record.get("score")}
+    split, limit = (test.split, test.limit) if test.kind == "benchmark" else (None, None)
+    return {"benchmark": test.source, "split": split, "limit": limit, "metric": record.get("metric"),
+            "fitness": record.get("fitness"), "error": record.get("error"), "score": record.get("score")}
 
 
 def _save_ps_model(config: EvolveConfig, genome: Any, best: Best, stage_dir: Path, result: dict) -> Path:

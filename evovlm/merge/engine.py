@@ -244,16 +244,36 @@ class ResidentSources:
         self.sources = list(sources)
 
     @classmethod
-    def load(cls, recipe: Recipe, *, allow_pickle: bool | None = None) -> "ResidentSources":
+    def load(cls, recipe: Recipe, *, allow_pickle: bool | None = None,
+             device: torch.device | str | None = None) -> "ResidentSources":
         """``allow_pickle`` as for :class:`~evovlm.io.checkpoint.Checkpoint`; None: refused, with no opt-in
-        offered (an evolution reads safetensors only)."""
+        offered (an evolution reads safetensors only). ``device``: where the tensors are held (default CPU);
+        a re-merge then runs there."""
         job = MergeJob(recipe, allow_pickle=allow_pickle)
 
         def read(opened: _Opened) -> dict[str, torch.Tensor]:
-            return {canonical: opened.checkpoint.get(native) for canonical, native in opened.canonical.items()
-                    if canonical in job.target.canonical}
+            return {canonical: opened.checkpoint.get(native).to(device or "cpu")
+                    for canonical, native in opened.canonical.items() if canonical in job.target.canonical}
 
         return cls(read(job.base) if job.base else None, [read(source) for source in job.sources])
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [t for part in ([self.base] if self.base else []) + self.sources for t in part.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def to(self, device: torch.device | str) -> "ResidentSources":
+        def move(part: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {name: tensor.to(device) for name, tensor in part.items()}
+        return ResidentSources(None if self.base is None else move(self.base), [move(s) for s in self.sources])
+
+    def placed_for(self, device: torch.device, *, spare_bytes: int = 2 << 30) -> "ResidentSources":
+        """Moved to the live model's GPU when they fit there with ``spare_bytes`` left (re-merges then run
+        on the GPU, into the model); else kept on the CPU (merged there, then copied over)."""
+        if device.type != "cuda":
+            return self
+        free, _ = torch.cuda.mem_get_info(device)
+        return self.to(device) if self.nbytes + spare_bytes <= free else self
 
 
 @torch.no_grad()
@@ -276,11 +296,13 @@ def merge_into_module(module: torch.nn.Module, recipe: Recipe, resident: Residen
         base = resident.base[canonical] if resident.base is not None else None
         sources = [source[canonical] for source in resident.sources]
         inputs = sources + [base] if base is not None else sources
-        if parameter.data.is_contiguous() and parameter.device.type == "cpu" and not any(
+        if parameter.data.is_contiguous() and parameter.device == sources[0].device and not any(
                 _shares_memory(parameter.data, tensor) for tensor in inputs):
-            merge_tensor(recipe, canonical, base, sources, parameter.data, out=parameter.data)
-        else:  # a GPU model, or one whose parameters are the resident tensors themselves
+            merge_tensor(recipe, canonical, base, sources, parameter.data, out=parameter.data)  # on their device
+        elif parameter.device == sources[0].device:  # the parameters are the resident tensors themselves
             parameter.data.copy_(merge_tensor(recipe, canonical, base, sources, parameter.data))
+        else:  # sources on the CPU, the model on a GPU: merged on the CPU, then copied over
+            parameter.data.copy_(merge_tensor(recipe, canonical, base, sources, parameter.data.cpu()))
         written += 1
     if written == 0:
         raise EvoVLMError("no language-model tensor of the module matched the resident sources")

@@ -27,6 +27,11 @@ Semantics (delta_i = source_i - base, e_i = weight_i * sparsified delta_i):
 ``rescale="l1"`` instead rescales each dropped delta to its original L1 norm, which is
 what mergekit does for DARE; recipes read from mergekit configs use it.
 The work streams over chunks that fit in cache, so memory stays at a few copies of one tensor.
+
+Device: the maths runs where the inputs are (``base``, else the first source); every input
+must be on that device, and the result (a new tensor, or ``out``) is there too. So sources
+resident on a GPU are merged on it, straight into a live GPU model. DARE masks are drawn on
+the CPU (one PCG64 stream per tensor, so a mask never depends on the device) and moved once.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from evovlm.merge.sparsify import MagnitudeTrimmer, bf16_delta_cut, dare_keep_mask, magnitude_cut
+from evovlm.merge.sparsify import MagnitudeTrimmer, dare_keep_mask, delta_cut
 
 CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32: the per-chunk working set stays in L2 cache
 
@@ -52,30 +57,34 @@ def _flat(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _check_inputs(base: torch.Tensor | None, sources: Sequence[torch.Tensor], weights: Sequence[float],
-                  densities: Sequence[float] | None) -> None:
+                  densities: Sequence[float] | None) -> torch.device:
+    """The device the merge runs on, once the inputs are known to fit together."""
     if not sources:
         raise ValueError("merge needs at least one source tensor")
     if len(weights) != len(sources) or (densities is not None and len(densities) != len(sources)):
         raise ValueError(f"{len(sources)} sources but {len(weights)} weights / "
                          f"{len(densities) if densities is not None else '-'} densities")
-    shape = sources[0].shape if base is None else base.shape
+    first = sources[0] if base is None else base
     for tensor in sources:
-        if tensor.shape != shape:
-            raise ValueError(f"shape mismatch: {tuple(tensor.shape)} vs {tuple(shape)}")
+        if tensor.shape != first.shape:
+            raise ValueError(f"shape mismatch: {tuple(tensor.shape)} vs {tuple(first.shape)}")
+        if tensor.device != first.device:
+            raise ValueError(f"inputs on different devices: {tensor.device} and {first.device}")
+    return first.device
 
 
 def linear(base: torch.Tensor | None, sources: Sequence[torch.Tensor], weights: Sequence[float],
            densities: Sequence[float] | None = None, *, seeds: Sequence[int] | None = None,
            normalize: bool = True, out: torch.Tensor | None = None, **_: object) -> torch.Tensor:
     """Weighted average (or weighted sum when ``normalize`` is false) of the sources."""
-    _check_inputs(None, sources, weights, None)
-    merged = torch.zeros(sources[0].shape, dtype=torch.float32)
+    device = _check_inputs(None, sources, weights, None)
+    merged = torch.zeros(sources[0].shape, dtype=torch.float32, device=device)
     for tensor, weight in zip(sources, weights):
         merged.add_(tensor.float(), alpha=float(weight))
     total = float(sum(weights))
     if normalize and abs(total) > 1e-8:
         merged.div_(total)
-    return merged if out is None else _output(out, merged.shape).copy_(merged)
+    return merged if out is None else _output(out, merged.shape, device).copy_(merged)
 
 
 @dataclass(frozen=True)
@@ -89,13 +98,6 @@ class _Plan:
     rescale: str | None  # "inverse" (1/density), "l1" (mergekit) or None
 
 
-def _delta_chunks(base_flat: torch.Tensor, source_flat: torch.Tensor) -> Callable[[], Iterator[torch.Tensor]]:
-    def chunks() -> Iterator[torch.Tensor]:
-        for start, stop in _chunk_bounds(base_flat.numel()):
-            yield source_flat[start:stop].float() - base_flat[start:stop].float()
-    return chunks
-
-
 class _Workspace:
     """Chunk-sized buffers, reused for every chunk of a tensor.
 
@@ -103,17 +105,17 @@ class _Workspace:
     to the kernel and fault it in again, which cost more than the arithmetic.
     """
 
-    def __init__(self, sources: int, size: int, consensus: bool) -> None:
-        self.deltas = torch.empty(sources, size)
-        self.base, self.total = torch.empty(size), torch.empty(size)
+    def __init__(self, sources: int, size: int, consensus: bool, device: torch.device) -> None:
+        self.deltas = torch.empty(sources, size, device=device)
+        self.base, self.total = torch.empty(size, device=device), torch.empty(size, device=device)
         if consensus:  # 0/1 masks are kept as floats: ops that mix in bool tensors run ~3x slower
-            self.sign, self.agree, self.product, self.agrees = (torch.empty(size) for _ in range(4))
+            self.sign, self.agree, self.product, self.agrees = (torch.empty(size, device=device) for _ in range(4))
 
 
 def _generalized(base: torch.Tensor, sources: Sequence[torch.Tensor], weights: Sequence[float],
                  densities: Sequence[float], seeds: Sequence[int] | None, plan: _Plan,
                  out: torch.Tensor | None) -> torch.Tensor:
-    _check_inputs(base, sources, weights, densities)
+    device = _check_inputs(base, sources, weights, densities)
     numel = base.numel()
     base_flat = _flat(base)
     source_flats = [_flat(tensor) for tensor in sources]
@@ -123,21 +125,16 @@ def _generalized(base: torch.Tensor, sources: Sequence[torch.Tensor], weights: S
     scales = [1.0] * len(sources)
     for index, density in enumerate(densities):
         if plan.sparsify == "magnitude":
-            source_flat = source_flats[index]
-            if base_flat.dtype == source_flat.dtype == torch.bfloat16:
-                cut = bf16_delta_cut(base_flat, source_flat, density)
-            else:
-                cut = magnitude_cut(_delta_chunks(base_flat, source_flat), numel, density)
-            trimmers[index] = MagnitudeTrimmer(cut)
+            trimmers[index] = MagnitudeTrimmer(delta_cut(base_flat, source_flats[index], density))
         elif plan.sparsify == "random":
             if seeds is None:
                 raise ValueError("DARE needs one seed per source")
-            masks[index] = dare_keep_mask(numel, density, seeds[index])
+            masks[index] = dare_keep_mask(numel, density, seeds[index]).to(device)
             scales[index] = _dare_scale(base_flat, source_flats[index], masks[index], density, plan.rescale)
 
-    merged = _output(out, base.shape)
+    merged = _output(out, base.shape, device)
     merged_flat = merged.view(-1)
-    work = _Workspace(len(sources), min(numel, CHUNK_ELEMENTS), plan.consensus)
+    work = _Workspace(len(sources), min(numel, CHUNK_ELEMENTS), plan.consensus, device)
     for start, stop in _chunk_bounds(numel):
         size = stop - start
         base_chunk = work.base[:size].copy_(base_flat[start:stop])
@@ -159,13 +156,13 @@ def _generalized(base: torch.Tensor, sources: Sequence[torch.Tensor], weights: S
     return merged
 
 
-def _output(out: torch.Tensor | None, shape: torch.Size) -> torch.Tensor:
+def _output(out: torch.Tensor | None, shape: torch.Size, device: torch.device) -> torch.Tensor:
     """Where a method writes its result: ``out`` (any float dtype: values are rounded once) or new fp32."""
     if out is None:
-        return torch.empty(shape, dtype=torch.float32)
-    if out.shape != shape or not out.is_floating_point() or not out.is_contiguous():
-        raise ValueError(f"out must be a contiguous float tensor of shape {tuple(shape)}, "
-                         f"got {out.dtype} {tuple(out.shape)}")
+        return torch.empty(shape, dtype=torch.float32, device=device)
+    if out.shape != shape or not out.is_floating_point() or not out.is_contiguous() or out.device != device:
+        raise ValueError(f"out must be a contiguous float tensor of shape {tuple(shape)} on {device}, "
+                         f"got {out.dtype} {tuple(out.shape)} on {out.device}")
     return out
 
 

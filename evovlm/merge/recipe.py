@@ -20,18 +20,18 @@ Selectors: ``default``, ``embed``, ``norm``, ``lm_head``, ``layers`` (all blocks
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
+from pydantic import Field, field_validator, model_validator
 
-from evovlm.dtypes import check_dtype
+from evovlm.dtypes import DTYPE_NAMES
 from evovlm.errors import EvoVLMError
 from evovlm.io.yamlfile import read_yaml_file
 from evovlm.merge.methods import ALIASES, METHODS
+from evovlm.schema import NonNegativeInt, Section, finite, parse
 
 ParamValue = Union[float, dict]
 _RANGE = re.compile(r"^layers\.(\d+)-(\d+)$")
@@ -40,23 +40,110 @@ _NAMED = {"default", "embed", "norm", "lm_head", "layers"}
 _OPTION_KEYS = {"lambda", "normalize", "rescale"}
 
 
-@dataclass
-class SourceSpec:
+def _number(value: Any, where: str = "") -> float:
+    """A finite number: a weight of .inf or .nan would write an all-inf or all-NaN model."""
+    if not finite(value):
+        raise ValueError(f"{where}: expected a finite number, got {value!r}" if where else
+                         f"expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _param(value: Any) -> ParamValue:
+    """A number, or a one-level map of layer-group selectors to numbers."""
+    if not isinstance(value, dict):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return _number(value)
+        raise ValueError(f"expected a number or a map of layer groups to numbers, got {value!r}")
+    checked = {}
+    for key, number in value.items():
+        key = str(key)
+        span = _RANGE.match(key)
+        if key not in _NAMED and not _SINGLE.match(key) and not span:
+            raise ValueError(f"unknown layer-group selector {key!r} (use default, embed, norm, lm_head, layers, "
+                             "layers.N or layers.A-B)")
+        if span and int(span.group(1)) > int(span.group(2)):
+            raise ValueError(f"reversed layer range {key!r}; write layers.{span.group(2)}-{span.group(1)}")
+        checked[key] = _number(number, f".{key}")  # one level: no nested maps
+    return checked
+
+
+class SourceSpec(Section):
     model: str
     weight: ParamValue = 1.0
     density: ParamValue = 1.0
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _ref(cls, model: Any) -> str:
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError(f"expected a model (a directory, zoo:NAME or an HF repo id), got {model!r}")
+        return model
 
-@dataclass
-class Recipe:
+    @field_validator("weight", "density", mode="before")
+    @classmethod
+    def _value(cls, value: Any) -> ParamValue:
+        return _param(value)
+
+    @field_validator("density")
+    @classmethod
+    def _share(cls, density: ParamValue) -> ParamValue:
+        for key, value in (density.items() if isinstance(density, dict) else [("", density)]):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{'.' + key if key else ''}: {value} outside [0, 1]".lstrip(": "))
+        return density
+
+
+class Recipe(Section):
     method: str
-    models: list[SourceSpec]
-    base_model: str | None = None
-    target: str | None = None
-    seed: int = 0
-    options: dict[str, Any] = field(default_factory=dict)
-    dtype: str | None = None
-    origin: str = "evovlm"  # or "mergekit": DARE then rescales by L1 norm, as mergekit does
+    models: list[SourceSpec] = Field(min_length=1)
+    base_model: Optional[str] = None
+    target: Optional[str] = None
+    seed: NonNegativeInt = 0
+    options: dict[str, Any] = Field(default_factory=dict, alias="parameters")
+    dtype: Optional[Literal[tuple(DTYPE_NAMES)]] = None  # type: ignore[valid-type]
+    origin: Literal["evovlm", "mergekit"] = "evovlm"  # mergekit: DARE then rescales by L1 norm, as mergekit does
+
+    @model_validator(mode="before")
+    @classmethod
+    def _required(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if "method" not in data:
+                raise ValueError("missing 'method' (or mergekit's 'merge_method')")
+            if not isinstance(data.get("models"), list) or not data["models"]:
+                raise ValueError("'models' must be a non-empty list")
+        return data
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method(cls, method: Any) -> str:
+        name = ALIASES.get(str(method), str(method))
+        if name not in METHODS:
+            raise ValueError(f"unknown merge method {method!r}; known: {', '.join(METHODS)}")
+        return name
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options(cls, options: Any) -> dict:
+        """lambda: a finite number; normalize: true/false; rescale: inverse, l1 or false."""
+        if not isinstance(options or {}, dict):
+            raise ValueError("a mapping, e.g. {lambda: 1.0, normalize: false}")
+        options = dict(options or {})
+        unknown = sorted(set(options) - _OPTION_KEYS)
+        if unknown:
+            raise ValueError(f"unknown parameters {unknown}; known: {sorted(_OPTION_KEYS)}")
+        if "lambda" in options:
+            options["lambda"] = _number(options["lambda"], ".lambda")
+        if "normalize" in options and not isinstance(options["normalize"], bool):
+            raise ValueError(f".normalize: must be true or false, got {options['normalize']!r}")
+        if options.get("rescale") not in (None, "inverse", "l1", True, False):
+            raise ValueError(f".rescale: must be 'inverse', 'l1' or false, got {options['rescale']!r}")
+        return options
+
+    @model_validator(mode="after")
+    def _base(self) -> "Recipe":
+        if METHODS[self.method].needs_base and not self.base_model:
+            raise ValueError(f"method {self.method} needs a base_model (task vectors are taken against it)")
+        return self
 
     # -- parameter resolution ----------------------------------------------------
     def value(self, source_index: int, parameter: str, group: str) -> float:
@@ -116,127 +203,15 @@ def resolve_param(value: ParamValue, group: str) -> float:
     raise EvoVLMError(f"no value for layer group {group!r} in {value!r}: add a 'default' entry")
 
 
-def _validate_number(value: Any, where: str) -> float:
-    """A finite number: a weight of .inf or .nan would write an all-inf or all-NaN model."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise EvoVLMError(f"{where}: expected a number, got {value!r}")
-    if not math.isfinite(value):
-        raise EvoVLMError(f"{where}: expected a finite number, got {value!r}")
-    return float(value)
-
-
-def _validate_ref(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise EvoVLMError(f"{where}: expected a model (a directory, zoo:NAME or an HF repo id), got {value!r}")
-    return value
-
-
-def _validate_options(options: dict, where: str) -> dict:
-    """lambda: a finite number; normalize, int8_mask: true/false; rescale: inverse, l1 or false."""
-    if "lambda" in options:
-        options["lambda"] = _validate_number(options["lambda"], f"{where}: parameters.lambda")
-    for key in ("normalize", "int8_mask"):
-        if key in options and not isinstance(options[key], bool):
-            raise EvoVLMError(f"{where}: parameters.{key} must be true or false, got {options[key]!r}")
-    return options
-
-
-def _validate_param(value: Any, where: str) -> ParamValue:
-    if not isinstance(value, dict):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return _validate_number(value, where)
-        raise EvoVLMError(f"{where}: expected a number or a map of layer groups to numbers, got {value!r}")
-    checked = {}
-    for key, number in value.items():
-        key = str(key)
-        span = _RANGE.match(key)
-        if key not in _NAMED and not _SINGLE.match(key) and not span:
-            raise EvoVLMError(f"{where}: unknown layer-group selector {key!r} (use default, embed, norm, "
-                              "lm_head, layers, layers.N or layers.A-B)")
-        if span and int(span.group(1)) > int(span.group(2)):
-            raise EvoVLMError(f"{where}: reversed layer range {key!r}; write layers.{span.group(2)}-{span.group(1)}")
-        checked[key] = _validate_number(number, f"{where}.{key}")  # one level: no nested maps
-    return checked
-
-
-def _canonical_method(name: Any, where: str) -> str:
-    key = ALIASES.get(str(name), str(name))
-    if key not in METHODS:
-        raise EvoVLMError(f"{where}: unknown merge method {name!r}; known: {', '.join(METHODS)}")
-    return key
-
-
 def load_recipe(path: str | Path) -> Recipe:
     """Read a recipe file in EvoVLM's own format or mergekit's (detected by ``merge_method``)."""
     return recipe_from_dict(read_yaml_file(path, "recipe file"), where=str(path))
 
 
 def recipe_from_dict(data: Any, where: str = "recipe") -> Recipe:
-    if not isinstance(data, dict):
-        raise EvoVLMError(f"{where}: expected a mapping at the top level")
-    if "merge_method" in data:
-        return _from_mergekit(data, where)
-    unknown = set(data) - {"method", "models", "base_model", "target", "seed", "parameters", "dtype", "origin"}
-    if unknown:
-        raise EvoVLMError(f"{where}: unknown keys {sorted(unknown)}")
-    if "method" not in data:
-        raise EvoVLMError(f"{where}: missing 'method' (or mergekit's 'merge_method')")
-    method = _canonical_method(data["method"], where)
-    models = data.get("models")
-    if not isinstance(models, list) or not models:
-        raise EvoVLMError(f"{where}: 'models' must be a non-empty list")
-    specs = []
-    for index, entry in enumerate(models):
-        if not isinstance(entry, dict) or "model" not in entry:
-            raise EvoVLMError(f"{where}: models[{index}] needs a 'model' key")
-        extra = set(entry) - {"model", "weight", "density"}
-        if extra:
-            raise EvoVLMError(f"{where}: models[{index}] has unknown keys {sorted(extra)}")
-        specs.append(SourceSpec(_validate_ref(entry["model"], f"{where}: models[{index}].model"),
-                                _validate_param(entry.get("weight", 1.0), f"{where}: models[{index}].weight"),
-                                _validate_param(entry.get("density", 1.0), f"{where}: models[{index}].density")))
-    if not isinstance(data.get("parameters") or {}, dict):
-        raise EvoVLMError(f"{where}: 'parameters' must be a mapping, e.g. {{lambda: 1.0, normalize: false}}")
-    options = dict(data.get("parameters") or {})
-    bad = set(options) - _OPTION_KEYS
-    if bad:
-        raise EvoVLMError(f"{where}: unknown parameters {sorted(bad)}; known: {sorted(_OPTION_KEYS)}")
-    recipe = Recipe(method=method, models=specs, base_model=_optional_ref(data, "base_model", where),
-                    target=_optional_ref(data, "target", where), seed=_validate_seed(data.get("seed", 0), where),
-                    options=_validate_options(options, where), dtype=_validate_dtype(data.get("dtype"), where),
-                    origin=str(data.get("origin", "evovlm")))
-    _check_recipe(recipe, where)
-    return recipe
-
-
-def _optional_ref(data: dict, key: str, where: str) -> str | None:
-    return None if data.get(key) is None else _validate_ref(data[key], f"{where}: {key}")
-
-
-def _validate_dtype(value: Any, where: str) -> str | None:
-    return None if value is None else check_dtype(value, f"{where}: dtype")
-
-
-def _validate_seed(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EvoVLMError(f"{where}: seed must be a non-negative integer, got {value!r}")
-    return value
-
-
-def _check_recipe(recipe: Recipe, where: str) -> None:
-    method = METHODS[recipe.method]
-    if method.needs_base and not recipe.base_model:
-        raise EvoVLMError(f"{where}: method {recipe.method} needs a base_model (task vectors are taken against it)")
-    if recipe.options.get("rescale") not in (None, "inverse", "l1", True, False):
-        raise EvoVLMError(f"{where}: parameters.rescale must be 'inverse', 'l1' or false")
-    for index, spec in enumerate(recipe.models):
-        for value in _leaves(spec.density):
-            if not 0.0 <= value <= 1.0:
-                raise EvoVLMError(f"{where}: models[{index}].density {value} outside [0, 1]")
-
-
-def _leaves(value: ParamValue) -> list[float]:
-    return list(value.values()) if isinstance(value, dict) else [value]
+    if isinstance(data, dict) and "merge_method" in data:
+        return parse(Recipe, _from_mergekit(data, where), where)
+    return parse(Recipe, data, where)
 
 
 # -- mergekit ------------------------------------------------------------------------
@@ -246,14 +221,15 @@ _MERGEKIT_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype",
 _MERGEKIT_IGNORED = {"tokenizer_source", "tokenizer", "chat_template", "name", "out_dtype"}
 
 
-def _mergekit_scalar(value: Any, where: str) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _validate_number(value, where)
-    raise EvoVLMError(f"{where}: only scalar values are supported when reading mergekit configs "
-                      f"(got {value!r}); write per-layer values as an EvoVLM recipe with layer-group maps")
+def _mergekit_scalar(value: Any, where: str) -> Any:
+    if isinstance(value, dict) or isinstance(value, list):
+        raise EvoVLMError(f"{where}: only scalar values are supported when reading mergekit configs "
+                          f"(got {value!r}); write per-layer values as an EvoVLM recipe with layer-group maps")
+    return value  # the recipe's own checks (a finite number, density in [0, 1]) follow
 
 
-def _from_mergekit(data: dict, where: str) -> Recipe:
+def _from_mergekit(data: dict, where: str) -> dict:
+    """A mergekit config as an EvoVLM recipe document (``origin: mergekit``), checked as one after."""
     method = str(data["merge_method"])
     if method not in _MERGEKIT_METHODS:
         raise EvoVLMError(f"{where}: mergekit method {method!r} is not supported; supported: "
@@ -263,8 +239,8 @@ def _from_mergekit(data: dict, where: str) -> Recipe:
     unknown = set(data) - _MERGEKIT_KEYS - _MERGEKIT_IGNORED
     if unknown:
         raise EvoVLMError(f"{where}: mergekit keys {sorted(unknown)} are not supported")
-    base = _optional_ref(data, "base_model", where)
-    specs = []
+    base = data.get("base_model")
+    models = []
     for index, entry in enumerate(data.get("models") or []):
         if not isinstance(entry, dict) or "model" not in entry:
             raise EvoVLMError(f"{where}: models[{index}] needs a 'model' key")
@@ -275,10 +251,10 @@ def _from_mergekit(data: dict, where: str) -> Recipe:
             raise EvoVLMError(f"{where}: models[{index}].parameters supports weight and density only, got {params!r}")
         if "weight" not in params:
             raise EvoVLMError(f"{where}: models[{index}] has no parameters.weight (mergekit requires it)")
-        model = _validate_ref(entry["model"], f"{where}: models[{index}].model")
-        specs.append(SourceSpec(model, _mergekit_scalar(params["weight"], f"{where}: models[{index}].weight"),
-                                _mergekit_scalar(params.get("density", 1.0), f"{where}: models[{index}].density")))
-    if not specs:
+        models.append({"model": entry["model"],
+                       **{key: _mergekit_scalar(params[key], f"{where}: models[{index}].{key}")
+                          for key in ("weight", "density") if key in params}})
+    if not models:
         raise EvoVLMError(f"{where}: no models to merge")
     options: dict[str, Any] = {}
     if not isinstance(data.get("parameters") or {}, dict):
@@ -290,11 +266,8 @@ def _from_mergekit(data: dict, where: str) -> Recipe:
             options["rescale"] = "l1" if value else False
         elif key != "int8_mask":  # int8_mask only saves memory in mergekit
             raise EvoVLMError(f"{where}: mergekit parameter {key!r} is not supported")
-    recipe = Recipe(method=method, models=specs, base_model=base, target=_optional_ref(data, "target", where),
-                    seed=_validate_seed(data.get("seed", 0), where), options=_validate_options(options, where),
-                    dtype=_validate_dtype(data.get("dtype"), where), origin="mergekit")
-    _check_recipe(recipe, where)
-    return recipe
+    recipe = {key: data[key] for key in ("base_model", "target", "seed", "dtype") if data.get(key) is not None}
+    return {"method": method, "models": models, "parameters": options, "origin": "mergekit", **recipe}
 
 
 def to_mergekit(recipe: Recipe) -> str:

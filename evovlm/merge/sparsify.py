@@ -102,7 +102,7 @@ def bf16_delta_cut(base: torch.Tensor, source: torch.Tensor, density: float,
         # (TIES 17-26 s against 13-16, three runs each), as fresh memory is slow to fault in on these VMs.
         return (source[start:stop] - base[start:stop]).abs_().view(torch.int16)
 
-    keys = torch.zeros(1 << 15, dtype=torch.int64)
+    keys = torch.zeros(1 << 15, dtype=torch.int64, device=base.device)
     for start, stop in bounds:
         keys += torch.bincount(rounded_keys(start, stop), minlength=1 << 15)
     key, above = _top_bucket(keys, k)
@@ -122,10 +122,11 @@ def bf16_delta_cut(base: torch.Tensor, source: torch.Tensor, density: float,
 
 
 def _cut_top_k(chunks: Chunks, k: int) -> MagnitudeCut:
-    high_hist = torch.zeros(1 << 15, dtype=torch.int64)
+    high_hist = None
     for part in _passes(chunks):
         high = part.float().abs().view(torch.int32) >> 16
-        high_hist += torch.bincount(high.flatten(), minlength=1 << 15)
+        counts = torch.bincount(high.flatten(), minlength=1 << 15)
+        high_hist = counts if high_hist is None else high_hist.add_(counts)
     bucket, _ = _top_bucket(high_hist, k)
     return _cut_in_range(chunks, k, bucket << 16, 1 << 16)
 
@@ -134,10 +135,11 @@ def _cut_in_range(chunks: Chunks, k: int, low: int, span: int) -> MagnitudeCut:
     """Level 2: the exact cut, given that the k-th largest |x| has an fp32 pattern in low..low+span-1."""
     # Offsets into the range without boolean indexing (slow on CPU), clamped so entries
     # below/above it land in two sentinel bins.
-    hist = torch.zeros(span + 2, dtype=torch.int64)
+    hist = None
     for part in _passes(chunks):
         offsets = (part.float().abs().view(torch.int32).flatten() - low).clamp_(-1, span).add_(1)
-        hist += torch.bincount(offsets, minlength=span + 2)
+        counts = torch.bincount(offsets, minlength=span + 2)
+        hist = counts if hist is None else hist.add_(counts)
     above, inside = int(hist[-1]), hist[1:-1]
     assert above < k <= above + int(inside.sum()), "level 1 chose a range without the k-th largest"
     position, above_inside = _top_bucket(inside, k - above)
@@ -145,6 +147,47 @@ def _cut_in_range(chunks: Chunks, k: int, low: int, span: int) -> MagnitudeCut:
     if threshold == 0.0:
         return KEEP_ALL  # only zeros are cut, and they contribute nothing
     return MagnitudeCut(threshold, ties_kept=k - above - above_inside, tie_count=int(inside[position]))
+
+
+def kthvalue_cut(base: torch.Tensor, source: torch.Tensor, density: float) -> MagnitudeCut:
+    """:func:`magnitude_cut` of ``source - base`` by ``torch.kthvalue`` on the whole |delta|.
+
+    The same cut (threshold and tie quota) from one full-size fp32 copy and torch's own
+    selection kernel, for devices where that beats the streamed radix select
+    (``benchmarks/select_bench.py`` decides; see :data:`RADIX_DEVICES`).
+    """
+    numel = base.numel()
+    if density >= 1.0:
+        return KEEP_ALL
+    k = int(density * numel)
+    if k <= 0:
+        return KEEP_NONE
+    magnitude = (source.reshape(-1).float() - base.reshape(-1).float()).abs_()
+    threshold = magnitude.kthvalue(numel - k + 1).values  # the k-th largest
+    if float(threshold) == 0.0:
+        return KEEP_ALL  # only zeros are cut, and they contribute nothing
+    above = int(torch.count_nonzero(magnitude > threshold))
+    ties = int(torch.count_nonzero(magnitude == threshold))
+    return MagnitudeCut(float(threshold), ties_kept=k - above, tie_count=ties)
+
+
+# Where the streamed radix select measured faster than torch.kthvalue (benchmarks/select_bench.py).
+# Other devices use torch's kernel until a benchmark on them says otherwise.
+RADIX_DEVICES = frozenset({"cpu"})
+
+
+def delta_cut(base: torch.Tensor, source: torch.Tensor, density: float) -> MagnitudeCut:
+    """The exact top-``density`` trim of ``source - base`` by magnitude, by the faster select for the device."""
+    if base.device.type not in RADIX_DEVICES:
+        return kthvalue_cut(base, source, density)
+    base, source = base.reshape(-1), source.reshape(-1)
+    if base.dtype == source.dtype == torch.bfloat16:
+        return bf16_delta_cut(base, source, density)
+
+    def chunks() -> Iterable[torch.Tensor]:
+        for start in range(0, base.numel(), 1 << 18):
+            yield source[start:start + (1 << 18)].float() - base[start:start + (1 << 18)].float()
+    return magnitude_cut(chunks, base.numel(), density)
 
 
 class MagnitudeTrimmer:
