@@ -93,7 +93,7 @@ def test_no_model_available_still_gives_a_selection(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("models: []", "bad.yaml: models: must be a non-empty list"),
+    ("models: []", "bad.yaml: models: list should have at least 1 item"),
     ("models: [{name: x}]", r"bad.yaml: models\[0\]: needs a 'ref'"),
     ("models: [a, {ref: a, kind: robot}]", r"bad.yaml: models\[1\]\.kind: input should be 'vlm' or 'llm', got 'robot'"),
     ("models: [a, a]", "bad.yaml: models: duplicate model name 'a'"),

@@ -88,13 +88,6 @@ class ModelsFile(Section):
     limits: Limits = Field(default_factory=Limits)
     cache: CacheSettings = Field(default_factory=CacheSettings)
 
-    @field_validator("models", mode="before")
-    @classmethod
-    def _listed(cls, models: Any) -> Any:
-        if not isinstance(models, list) or not models:
-            raise ValueError("must be a non-empty list")
-        return models
-
     @field_validator("generation", mode="before")
     @classmethod
     def _over_defaults(cls, generation: Any) -> Any:

@@ -252,12 +252,9 @@ class PSConfig(Section):
     @field_validator("method", mode="before")
     @classmethod
     def _method(cls, method: Any) -> str:
-        from evovlm.merge.methods import ALIASES, METHODS
+        from evovlm.merge.recipe import canonical_method  # torch: imported when a PS section is read
 
-        name = ALIASES.get(str(method), str(method))
-        if name not in METHODS:
-            raise ValueError(f"unknown merge method {method!r}; known: {', '.join(METHODS)}")
-        return name
+        return canonical_method(method)
 
     @field_validator("group_size", mode="before")
     @classmethod

@@ -67,6 +67,14 @@ def _param(value: Any) -> ParamValue:
     return checked
 
 
+def canonical_method(method: Any) -> str:
+    """A merge method's registry name, from any spelling people use (``dare-ties``)."""
+    name = ALIASES.get(str(method), str(method))
+    if name not in METHODS:
+        raise ValueError(f"unknown merge method {method!r}; known: {', '.join(METHODS)}")
+    return name
+
+
 class SourceSpec(Section):
     model: str
     weight: ParamValue = 1.0
@@ -116,10 +124,7 @@ class Recipe(Section):
     @field_validator("method", mode="before")
     @classmethod
     def _method(cls, method: Any) -> str:
-        name = ALIASES.get(str(method), str(method))
-        if name not in METHODS:
-            raise ValueError(f"unknown merge method {method!r}; known: {', '.join(METHODS)}")
-        return name
+        return canonical_method(method)
 
     @field_validator("options", mode="before")
     @classmethod

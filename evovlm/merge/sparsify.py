@@ -54,6 +54,13 @@ KEEP_ALL = MagnitudeCut(threshold=0.0, ties_kept=0, tie_count=0)  # |x| >= 0: ev
 KEEP_NONE = MagnitudeCut(threshold=float("inf"), ties_kept=0, tie_count=0)
 
 
+def _edge_cut(density: float, numel: int) -> MagnitudeCut | None:
+    """KEEP_ALL or KEEP_NONE when the density alone decides the cut, else None."""
+    if density >= 1.0:
+        return KEEP_ALL
+    return KEEP_NONE if int(density * numel) <= 0 else None
+
+
 def _top_bucket(hist: torch.Tensor, k: int) -> tuple[int, int]:
     """(bucket holding the k-th largest, count in buckets above it)."""
     at_or_above = torch.flip(torch.cumsum(torch.flip(hist, [0]), 0), [0])
@@ -68,10 +75,7 @@ def magnitude_cut(chunks: Chunks, numel: int, density: float) -> MagnitudeCut:
     mantissa bits); level 2 histograms the low 16 bits inside the one bucket that holds
     the k-th largest value, which pins down that value exactly.
     """
-    if density >= 1.0:
-        return KEEP_ALL
-    k = int(density * numel)
-    return _cut_top_k(chunks, k) if k > 0 else KEEP_NONE
+    return _edge_cut(density, numel) or _cut_top_k(chunks, int(density * numel))
 
 
 def bf16_delta_cut(base: torch.Tensor, source: torch.Tensor, density: float,
@@ -90,11 +94,9 @@ def bf16_delta_cut(base: torch.Tensor, source: torch.Tensor, density: float,
         raise ValueError("bf16_delta_cut needs two bf16 tensors of one shape")
     base, source = base.reshape(-1), source.reshape(-1)
     numel = base.numel()
-    if density >= 1.0:
-        return KEEP_ALL
+    if edge := _edge_cut(density, numel):
+        return edge
     k = int(density * numel)
-    if k <= 0:
-        return KEEP_NONE
     bounds = [(start, min(start + chunk_elements, numel)) for start in range(0, numel, chunk_elements)]
 
     def rounded_keys(start: int, stop: int) -> torch.Tensor:
@@ -157,11 +159,9 @@ def kthvalue_cut(base: torch.Tensor, source: torch.Tensor, density: float) -> Ma
     (``benchmarks/select_bench.py`` decides; see :data:`RADIX_DEVICES`).
     """
     numel = base.numel()
-    if density >= 1.0:
-        return KEEP_ALL
+    if edge := _edge_cut(density, numel):
+        return edge
     k = int(density * numel)
-    if k <= 0:
-        return KEEP_NONE
     magnitude = (source.reshape(-1).float() - base.reshape(-1).float()).abs_()
     threshold = magnitude.kthvalue(numel - k + 1).values  # the k-th largest
     if float(threshold) == 0.0:
