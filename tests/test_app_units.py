@@ -14,7 +14,7 @@ import pytest
 from evovlm.app import cases as case_lib
 from evovlm.app import plots
 from evovlm.app import runs as run_lib
-from evovlm.app.cache import ModelCache
+from evovlm.app.cache import ModelCache, runner_loader
 from evovlm.app.config import SHIPPED_MODELS, Limits, Registry, load_config
 from evovlm.app.generate import Decoding, UserError, chat_prompt, check_question, load_image, merge_streams
 from evovlm.errors import EvoVLMError
@@ -359,8 +359,11 @@ def test_run_reader_and_plots(tmp_path):
     assert run_lib.scores_table(run) == [["best merged", "fitness · generation 3, candidate 3", 0.38],
                                          ["best merged", "validation", 0.33]]
     assert run.recipe_text.startswith("# Best candidate so far: generation 3, index 3, fitness 0.38 (acc_ja)")
-    for image in (plots.fitness_plot(run), plots.heatmap_plot(run)):
-        assert image.size[0] > 300 and image.size[1] > 150
+    frame = plots.fitness_frame(run)  # generation g's fitness is 0.2 + 0.05 g + 0.01 i; the last one failed
+    best = frame[frame.series == "best so far"]
+    assert best.generation.tolist() == [0, 1, 2, 3] and best.fitness.tolist() == pytest.approx([0.24, 0.29, 0.34, 0.38])
+    assert frame[frame.series == "validation"].fitness.notna().all()
+    assert plots.heatmap_plot(run).size[0] > 300
     assert plots.dfs_plot(run) is None
 
 
@@ -392,10 +395,10 @@ def test_run_reader_on_a_hybrid_run_and_on_damaged_ones(tmp_path):
     assert [c.fitness for c in run.stages[0].candidates] == [1.5] and run.stages[0].skipped_lines == 4
     summary = run_lib.summary_markdown(run)
     assert "`config.yaml` is not valid YAML" in summary and "`best_recipe.yaml` is not a best PS file" in summary
-    assert plots.heatmap_plot(run) is None and plots.fitness_plot(run) is not None
+    assert plots.heatmap_plot(run) is None and plots.fitness_frame(run).fitness.tolist() == [1.5, 1.5, 1.5]
     empty = run_lib.read_run(tmp_path / "nothing-here")
     assert "no config.yaml or history.jsonl" in run_lib.summary_markdown(empty)
-    assert plots.fitness_plot(empty) is not None
+    assert plots.fitness_frame(empty).empty
     assert run_lib.find_runs([tmp_path]) == [str(tmp_path / "damaged"), str(tmp_path / "hybrid")]  # not ps/, dfs/
 
 
@@ -473,3 +476,214 @@ def test_the_demo_finds_the_zoo_without_installed_entry_points():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["vlm", "True"]
+
+
+# -- the showcase: per-model settings, graded examples, bundled results and runs (issue 16) -------------------
+
+def test_shipped_zoo_models_get_their_own_settings_and_7b_models_the_papers():
+    config = load_config()
+    zoo_vqa, zoo_chat = config.decoding("vqa", "zoo:evovlm"), config.decoding("chat", "zoo:evollm")
+    assert (zoo_vqa.num_beams, zoo_vqa.repetition_penalty, zoo_vqa.max_new_tokens) == (1, 1.0, 40)
+    assert (zoo_chat.num_beams, zoo_chat.repetition_penalty, zoo_chat.max_new_tokens) == (1, 1.0, 40)
+    paper = config.decoding("vqa", "EvoVLM-JP-v1-7B")
+    assert (paper.num_beams, paper.repetition_penalty, paper.max_new_tokens) == (5, 1.5, 512)
+    assert all(config.entry(name).single_turn for name in ("zoo:evovlm", "zoo:vlm", "zoo:evollm", "zoo:math"))
+    assert config.label("zoo:evollm") == "zoo:evollm · evolved merge"
+    assert config.label("zoo:math") == "zoo:math · source: math expert"
+
+
+def test_server_paths_are_not_shown_to_visitors():
+    from evovlm.app.config import public_reason
+
+    reason = ("SakanaAI/EvoVLM-JP-v1-7B is not in the local Hugging Face cache "
+              "(/root/.cache/huggingface/hub/models--SakanaAI--EvoVLM-JP-v1-7B); run with --download")
+    assert public_reason(reason) == ("SakanaAI/EvoVLM-JP-v1-7B is not in the local Hugging Face cache "
+                                     "(…/models--SakanaAI--EvoVLM-JP-v1-7B); run with --download")
+    assert public_reason("model directory '/srv/models/ja' does not exist") == "model directory '…/ja' does not exist"
+
+
+@pytest.mark.parametrize("response, expected", [
+    ("8+15=23; 答えは23です。",
+     ["✔ 正解 right (answer 23, reference 23)", "日本語 Japanese ✔", "counts for acc_ja ✔"]),
+    ("8+15=23; The answer is 23.", ["✔ 正解 right", "日本語でない not Japanese ✘", "does not count"]),
+    ("8+15=24; 答えは24です。", ["✘ 不正解 wrong (answer 24, reference 23)", "日本語 Japanese ✔"]),
+])
+def test_math_answers_are_graded_against_the_reference(response, expected):
+    from evovlm.app.examples import Example, grade
+
+    verdict = grade(Example("8+15は？", "23", "math"), response)
+    assert all(part in verdict for part in expected), verdict
+
+
+def test_vqa_answers_are_graded_on_content_japanese_and_rouge():
+    from evovlm.app.examples import Example, grade
+
+    example = Example("丸は何色ですか？", "丸=青; 答えは青です。", "vqa", {"accepted": ["青"], "wrong": ["赤", "黄色"]})
+    right = "✔ 正解 right (expected 青) · 日本語 Japanese ✔ · ROUGE-L-ja 100.0"
+    assert grade(example, "丸=青; 答えは青です。") == right
+    assert grade(example, "四角=1; 答えは1です。").startswith("✘ 不正解 wrong (expected 青) · 日本語 Japanese ✔")
+    assert "not Japanese" in grade(example, "circle=blue; The answer is blue.")
+    assert grade(example, "") == grade(example, "⚠ unavailable") == grade(None, "答えは青です。") == ""
+
+
+def test_examples_are_found_again_only_with_their_image(tmp_path):
+    from PIL import Image
+
+    from evovlm.app.examples import Example, ExampleSet
+
+    first, other = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (8, 8), "red").save(first)
+    Image.new("RGB", (8, 8), "blue").save(other)
+    copy = tmp_path / "copy.png"  # what Gradio serves: a copy of the example file
+    copy.write_bytes(first.read_bytes())
+    examples = ExampleSet([Example("何色？", "赤", "vqa", image=str(first))], "examples")
+    assert examples.find(" 何色？ ", str(copy)).reference == "赤"
+    assert examples.find("何色？", str(other)) is None and examples.find("何色ですか？", str(first)) is None
+
+
+def test_the_shipped_examples_are_the_first_test_questions_with_references():
+    from evovlm.app.examples import benchmark_examples
+    from evovlm.eval.benchmarks import load_benchmark
+    from evovlm.plugins import load_plugins
+
+    load_plugins()
+    config = load_config()
+    for task, count in (("vqa", 6), ("chat", 5)):
+        source = config.examples[task]
+        examples = benchmark_examples(source, task)
+        expected = load_benchmark(source.benchmark, split="test", limit=count).samples
+        assert [(e.question, e.reference) for e in examples.examples] == [(s.question, s.reference) for s in expected]
+        assert all(bool(e.image) and Path(e.image).is_file() for e in examples.examples) == (task == "vqa")
+
+
+def test_the_header_reads_its_numbers_from_the_bundled_results():
+    from evovlm.app.showcase import header_markdown
+
+    config = load_config()
+    header = header_markdown(config)
+    results = json.loads((Path(config.showcase.headline[0])).read_text(encoding="utf-8"))
+    summary = results["summary"]
+    assert results["model"] == "zoo:evollm" and results["split"] == "test" and summary["n"] == 500
+    row = (f"| zoo-mgsm-ja (n = 500) | zoo:evollm · evolved merge | acc_ja {summary['acc_ja']:.1f} "
+           f"[{summary['acc_ja_ci_low']:.1f}, {summary['acc_ja_ci_high']:.1f}] | – |")
+    assert row in header, header
+    assert "zoo:evovlm · evolved merge | content_ja" in header and "1.3-1.4 M parameters" in header
+
+
+def test_the_case_summary_tabulates_which_model_was_right():
+    config = load_config()
+    pair = config.showcase.results[0]
+    a, b = case_lib.read_results(pair.a), case_lib.read_results(pair.b)
+    cases = case_lib.pair(a, b, "correct_ja")
+    table = case_lib.right_wrong_table(cases, "correct_ja", a, b)
+    both = sum(1 for c in cases if c.a["correct_ja"] and c.b["correct_ja"])
+    only_a = sum(1 for c in cases if c.a["correct_ja"] and not c.b["correct_ja"])
+    assert f"| **A (zoo:evollm) right** | {both} | {only_a} |" in table
+    assert only_a == round(a.summary["acc_ja"] * 5) and both == 0  # the math expert never answers in Japanese
+    assert case_lib.right_wrong_table(case_lib.pair(a, b, "rougeL_ja"), "rougeL_ja", a, b) == ""
+
+
+def test_runs_are_listed_newest_first(tmp_path):
+    import os
+
+    for age, name in enumerate(["newest", "middle", "oldest"]):
+        folder = make_run_dir(tmp_path / name)
+        os.utime(folder / "config.yaml", (1e9 - age * 1000, 1e9 - age * 1000))
+    assert [Path(p).name for p in run_lib.find_runs([tmp_path])] == ["newest", "middle", "oldest"]
+
+
+@pytest.mark.parametrize("text, stops, expected", [
+    ("四角=0; 答えは0です10=10; 答えは10です", ["。", "."], ("四角=0; 答えは0です10=10; 答えは10です", False)),
+    ("四角=0; 答えは0です。10=10; 答えは10です。", ["。", "."], ("四角=0; 答えは0です。", True)),
+    ("circle=red; The answer is red. circle", ["。", "."], ("circle=red; The answer is red.", True)),
+    ("no stops here.", [], ("no stops here.", False)),
+])
+def test_an_answer_ends_after_the_models_stop_string(text, stops, expected):
+    from evovlm.app.ui import _ended
+
+    assert _ended(text, stops) == expected
+
+
+def test_chat_sends_a_single_turn_model_no_history(tmp_path):
+    """The zoo's models were trained on one question at a time: an earlier turn must not change the answer."""
+    from evovlm.app.ui import Demo
+
+    config = load_config()
+    registry = Registry(config)
+    demo = Demo(config=config, registry=registry, cache=ModelCache(runner_loader(registry), 2))
+    question = "11+5は？"
+    fresh = list(demo.chat(question, [], [], "zoo:evollm", "zoo:math", "model default", 1, 40, 1.0))[-1]
+    earlier = [{"role": "user", "content": "8+15は？"}, {"role": "assistant", "content": "8+15=23; 答えは23です。"}]
+    again = list(demo.chat(question, earlier, [], "zoo:evollm", "zoo:math", "model default", 1, 40, 1.0))[-1]
+    assert fresh[0][-1]["content"] == again[0][-1]["content"] and "答え" in again[0][-1]["content"]
+    assert "zoo:evollm, zoo:math: single-turn" in again[3] and "single-turn" not in fresh[3]
+
+
+def test_blind_rounds_hide_the_names_until_one_vote_counts():
+    import random
+
+    from evovlm.app import blind
+
+    orders = {tuple(blind.new_round("x", "y", rng=random.Random(seed))["order"]) for seed in range(20)}
+    assert orders == {("x", "y"), ("y", "x")}  # both column orders occur
+    first = {"order": ["y", "x"], "voted": True}
+    assert blind.new_round("x", "y", first, keep=True) == {"order": ["y", "x"], "voted": False}
+    assert blind.new_round("x", "z", first, keep=True)["order"] != ["y", "x"]  # another pair: a new draw
+    state, tally, message = blind.vote("B", {"order": ["y", "x"], "voted": False}, {})
+    assert tally == {"x": 1} and "A was **y**, B was **x**: you preferred x" in message and state["voted"]
+    assert blind.vote("A", state, tally)[1] == {"x": 1}  # a second vote on the same round counts nothing
+    assert blind.vote("tie", {"order": ["x", "y"], "voted": False}, tally)[1] == {"x": 1, "ties": 1}
+    assert blind.vote("A", None, tally)[2].startswith("Ask in blind mode first")
+    assert blind.tally_markdown({"x": 2, "y": 3, "ties": 1}) == "Your votes this session: y 3, x 2, ties 1."
+    config = load_config()
+    assert blind.labels(config, state, revealed=False) == (f"A: {blind.HIDDEN}", f"B: {blind.HIDDEN}")
+    assert blind.labels(config, {"order": ["zoo:math", "zoo:evollm"]}, revealed=True) == (
+        "A: zoo:math · source: math expert", "B: zoo:evollm · evolved merge")
+
+
+def test_a_blind_chat_round_answers_in_the_drawn_order_with_the_names_hidden():
+    from evovlm.app import blind
+    from evovlm.app.ui import Demo
+
+    config = load_config()
+    registry = Registry(config)
+    demo = Demo(config=config, registry=registry, cache=ModelCache(runner_loader(registry), 2))
+    settings = ("model default", 1, 40, 1.0)
+    example = demo.examples["chat"].examples[0]  # zoo-mgsm-ja's first test problem (answer 23)
+    steps = list(demo.blind_round("chat", True, None, example.question, [], [], "zoo:evollm", "zoo:math", *settings))
+    first, (*outputs, state) = steps[0], steps[-1]
+    assert first[0]["label"] == f"A: {blind.HIDDEN}" and first[1]["label"] == f"B: {blind.HIDDEN}"  # hidden at once
+    history_a, history_b = outputs[0], outputs[1]  # later steps leave the labels alone (a vote may show them)
+    by_model = dict(zip(state["order"], (history_a[-1]["content"], history_b[-1]["content"])))
+    assert example.reference == "23" and outputs[4].startswith(("✔", "✘"))  # graded, in the drawn order
+    assert "答えは23" in by_model["zoo:evollm"] and "The answer is 23" in by_model["zoo:math"]
+    labels = demo.cast_vote("A", state, {})
+    assert labels[0]["label"] == f"A: {config.label(state['order'][0])}" and labels[4] == {state["order"][0]: 1}
+    *_, plain_state = list(demo.blind_round("chat", False, state, example.question, [], [], "zoo:evollm",
+                                            "zoo:math", *settings))[-1]
+    assert plain_state is state  # blind mode off: the plain handler, the round untouched
+
+
+def test_the_bundled_run_shows_its_sources_as_the_lines_the_merge_beats():
+    config = load_config()
+    run = run_lib.read_run(Path(config.showcase.runs) / "zoo-ps")
+    (stage,) = run.stages
+    assert stage.finished and [c.source for c in stage.sources] == ["zoo:ja", "zoo:math"]
+    frame = plots.fitness_frame(run)
+    sources = frame[frame.series.str.startswith("source alone")]
+    assert set(sources.series) == {"source alone: zoo:ja", "source alone: zoo:math"}
+    best = frame[frame.series == "best so far"].fitness.iloc[-1]
+    assert best == stage.best().candidate.fitness > sources.fitness.max()  # the merge beats both sources
+    assert "each source alone: zoo:ja" in run_lib.summary_markdown(run)
+    assert ["zoo:math", "source alone · fitness", sources[sources.series.str.endswith("zoo:math")].fitness.iloc[0]] \
+        in run_lib.scores_table(run)
+
+
+def test_the_difference_histogram_bins_a_minus_b():
+    def case(a: float, b: float) -> case_lib.Case:
+        return case_lib.Case("k", 0, "k", "", "", None, {}, {}, a, b)
+
+    cases = [case(80, 75), case(80, 70), case(70, 80), case(50, 50), case(100, 0), case(0, 100), case(33, 0)]
+    frame = case_lib.difference_histogram(cases)
+    assert frame.values.tolist() == [["-100", 1], ["-10", 1], ["0", 1], ["+10", 2], ["+40", 1], ["+100", 1]]
+    assert case_lib.difference_histogram([case(1, None)]).empty  # nothing paired: no bars

@@ -149,3 +149,43 @@ def test_a_fitness_can_weigh_several_summary_keys():
     fitness, summary, label = make_scorer(config.fitness)(load_runner(resolve_model_path("zoo:math")))
     assert (summary["acc"], summary["acc_ja"]) == (100.0, 0.0)
     assert fitness == 50.0 and label == "0.5*acc + 2*acc_ja"
+
+
+def test_each_source_alone_is_scored_as_a_baseline_and_never_chosen(tmp_path):
+    """ps.score_sources: each source (weight 1, the others 0, density 1) is scored in generation 0 beside the
+    population; its fitness is the source model's own, the search is the same as without, and the best is a merge."""
+    common = {"mode": "ps", "seed": 1, "optimizer": {"population": 4}, "budget": {"generations": 2},
+              "fitness": {"callable": logit_margin}, "runtime": {**QUIET, "save_model": False}}
+    with_sources = run_evolution({**common, "ps": ps_section(score_sources=True)}, tmp_path / "with")
+    without = run_evolution({**common, "ps": ps_section()}, tmp_path / "without")
+    records = History(tmp_path / "with" / "history.jsonl").of_type("candidate")
+    sources = {r["source"]: r["fitness"] for r in records if "source" in r}
+    assert list(sources) == [str(TINY / "ja"), str(TINY / "math")]
+    for ref, fitness in sources.items():  # the one-hot merge is the source itself
+        assert fitness == pytest.approx(logit_margin(AutoModelForCausalLM.from_pretrained(ref), None), abs=1e-5)
+    searched = [(r["generation"], r["index"], r["fitness"]) for r in records if "source" not in r]
+    plain = [(r["generation"], r["index"], r["fitness"])
+             for r in History(tmp_path / "without" / "history.jsonl").of_type("candidate")]
+    assert searched == plain and with_sources["best"] == without["best"]  # baselines are not told to CMA-ES
+    (stage,) = RunDir(tmp_path / "with").stages
+    assert [c.source for c in stage.sources] == list(sources) and len(stage.searched) == 8
+    assert stage.best().candidate.source is None
+
+
+def test_sources_outside_the_search_space_are_not_scored():
+    from evovlm.evolve.config import config_from_dict
+    from evovlm.evolve.genome import PSGenome
+
+    def genome(**ps):
+        config = config_from_dict({"mode": "ps", "ps": {**ps_section(method="task_arithmetic"), **ps},
+                                   "fitness": {"synthetic": "sphere"}})
+        return PSGenome(config.ps, num_layers=2)
+
+    both = genome().source_genes()
+    assert [ref for ref, _ in both] == [str(TINY / "ja"), str(TINY / "math")]
+    recipe = genome().decode(both[1][1])
+    assert [(m.weight, m.density) for m in recipe.models] == [(0.0, 1.0), (1.0, 1.0)]
+    assert genome(weight_range=[0.2, 1.0]).source_genes() == []  # weight 0 is out of reach
+    assert genome(parameters={"lambda": 0.5}).source_genes() == []  # base + 0.5 delta is not the source
+    pinned = genome(models=[{"model": str(TINY / "ja"), "weight": 1.0}, str(TINY / "math")]).source_genes()
+    assert [ref for ref, _ in pinned] == [str(TINY / "ja")]  # ja's weight is pinned at 1: math alone is out

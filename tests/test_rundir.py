@@ -127,7 +127,11 @@ def test_the_app_shows_the_real_run(real_run):
                                                                                            path["scales"]))]
     assert run.recipe_text == (f"# ps/best_recipe.yaml\n{(real_run / 'ps' / 'best_recipe.yaml').read_text()}\n"
                                f"# dfs/best_dfs.yaml\n{(real_run / 'dfs' / 'best_dfs.yaml').read_text()}")
-    for image in (plots.fitness_plot(run), plots.heatmap_plot(run), plots.dfs_plot(run)):
+    frame = plots.fitness_frame(run)  # the interactive curve: the DFS stage's generations follow PS's
+    best = frame[frame.series == "DFS best so far"]
+    assert best.fitness.iloc[-1] == max(c.fitness for c in dfs.searched if c.fitness is not None)
+    assert best.generation.min() == 1 + max(c.generation for c in ps.candidates)
+    for image in (plots.heatmap_plot(run), plots.dfs_plot(run)):
         assert image.size[0] > 300 and image.size[1] > 150 and len(image.getcolors(1 << 20)) > 10
     # one plotter: the stage read back draws evolve's own fitness.png byte for byte
     assert plot_fitness([dfs], "ps+dfs: DFS search (seed 0)") == (real_run / "dfs" / "fitness.png").read_bytes()
@@ -141,7 +145,7 @@ def test_a_run_of_a_newer_format_is_refused_with_a_message(tmp_path):
     with pytest.raises(EvoVLMError, match=f"newer EvoVLM \\(run format {FORMAT_VERSION + 1}; .*upgrade evovlm"):
         RunDir(run)
     shown = run_lib.read_run(run)
-    assert shown.error and shown.stages == [] and plots.fitness_plot(shown) is not None
+    assert shown.error and shown.stages == [] and plots.fitness_frame(shown).empty
     assert run_lib.summary_markdown(shown).startswith(f"⚠ `run`: {run} was written by a newer EvoVLM")
     history = (run / "history.jsonl").read_bytes()
     with pytest.raises(EvoVLMError, match="newer EvoVLM"):  # nor does evolve --resume guess

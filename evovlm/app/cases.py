@@ -18,7 +18,7 @@ from evovlm.app.generate import UserError
 
 # Per-sample scores the browser can compare, best first for each metric.
 METRIC_FIELDS = {
-    "rouge-ja": ["rougeL_ja", "rougeL", "rouge1", "rouge2"],
+    "rouge-ja": ["content_ja", "rougeL_ja", "content", "rougeL", "rouge1", "rouge2"],
     "mgsm": ["correct_ja", "correct"],
 }
 # A per-sample field's corpus score in the summary, where the names differ (the rest are equal:
@@ -224,7 +224,39 @@ def summary_markdown(a: Results, b: Results | None, cases: list[Case], shown: in
         ties = sum(1 for c in cases if c.diff == 0)
         lines.append(f"{len(cases)} paired samples: A wins {wins_a}, B wins {wins_b}, ties {ties}.")
     lines.append(f"Showing {shown} of {len(cases)}.")
-    return "  \n".join(lines)
+    text = "  \n".join(lines)
+    both = right_wrong_table(cases, metric, a, b)
+    return f"{text}\n\n{both}" if both else text
+
+
+def difference_histogram(cases: list[Case], width: float = 10.0) -> Any:
+    """How many paired samples fall in each bin of A − B: exact ties at 0, the rest in bins of ``width``
+    points labelled by their end away from 0 (+10 holds (0, 10]); a right/wrong metric gives the three
+    bars -100, 0 and +100. Empty without B."""
+    import math
+
+    import pandas as pd
+
+    diffs = [c.diff for c in cases if c.diff is not None]
+    counts: dict[float, int] = {}
+    for diff in diffs:
+        centre = 0.0 if diff == 0 else math.copysign(min(math.ceil(abs(diff) / width), 100 / width) * width, diff)
+        counts[centre] = counts.get(centre, 0) + 1
+    rows = [(f"{centre:+.0f}" if centre else "0", count) for centre, count in sorted(counts.items())]
+    return pd.DataFrame(rows, columns=["A − B", "samples"])
+
+
+def right_wrong_table(cases: list[Case], metric: str, a: Results, b: Results | None) -> str:
+    """Which model was right, as a 2x2 table, for a right/wrong per-sample field ("" otherwise)."""
+    if b is None or not cases or not all(isinstance(c.a.get(metric), bool) and c.b is not None
+                                         and isinstance(c.b.get(metric), bool) for c in cases):
+        return ""
+    counts = {(ra, rb): 0 for ra in (True, False) for rb in (True, False)}
+    for case in cases:
+        counts[(case.a[metric], case.b[metric])] += 1
+    return "\n".join([f"| {metric} | B ({b.model}) right | B wrong |", "|---|---|---|",
+                      f"| **A ({a.model}) right** | {counts[(True, True)]} | {counts[(True, False)]} |",
+                      f"| **A wrong** | {counts[(False, True)]} | {counts[(False, False)]} |"])
 
 
 def detail_markdown(case: Case, metric: str, a: Results, b: Results | None) -> str:

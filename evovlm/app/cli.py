@@ -107,13 +107,16 @@ def run(args: argparse.Namespace) -> int:
     max_models = args.max_models or config.max_resident
     runs_roots = [Path(p).expanduser().resolve() for p in (args.runs_dir or _env_list("EVOVLM_APP_RUNS")
                                                             or ["runs", "out"])]
+    if config.showcase.runs:  # the bundled run, for a fresh Space with no runs of its own
+        runs_roots.append(Path(config.showcase.runs))
+    showcase_files = [Path(f).parent for pair in config.showcase.results for f in (pair.a, pair.b) if f]
 
     from huggingface_hub.constants import HF_HUB_CACHE
 
     from evovlm.app.examples import example_dir
     from evovlm.app.ui import CSS, Demo, build
 
-    allowed = [Path.cwd().resolve(), *runs_roots, Path(HF_HUB_CACHE).expanduser().resolve(),
+    allowed = [Path.cwd().resolve(), *runs_roots, *showcase_files, Path(HF_HUB_CACHE).expanduser().resolve(),
                *(Path(p).expanduser().resolve() for p in args.allowed_path)]
     demo = Demo(config=config, registry=registry,
                 cache=ModelCache(runner_loader(registry, device=args.device, dtype=args.dtype), max_models),
@@ -132,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
                                     "ui-sans-serif", "system-ui", "sans-serif"])
     _, local_url, _ = blocks.launch(
         server_name=host, server_port=port, share=False, quiet=True, prevent_thread_lock=True,
-        max_file_size="25mb", allowed_paths=[str(example_dir())], ssr_mode=False, show_error=False,
-        theme=theme, css=CSS,
+        max_file_size="25mb", allowed_paths=[str(example_dir()), *map(str, showcase_files)], ssr_mode=False,
+        show_error=False, theme=theme, css=CSS,
     )
     print(f"Running on local URL:  {local_url}", flush=True)
     # Import transformers in the background once the server is up: start-up stays quick and the

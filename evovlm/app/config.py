@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, Strict, field_validator, model_validator
 
 from evovlm.arch import is_vlm_config
 from evovlm.errors import EvoVLMError
@@ -59,9 +60,24 @@ class ModelEntry(_Frozen):
     name: str = ""     # label in the UI, unique (default: the ref)
     ref: str           # local dir, zoo:NAME or HF repo id
     kind: Literal["vlm", "llm"] = "llm"  # as listed; the checkpoint's config wins once resolvable
+    role: str = ""     # shown with the name on its column: "evolved merge", "source: VLM", ...
     description: str = ""
     template: Optional[str] = None  # this model's own prompt template, used when the UI says "model default"
-    max_new_tokens: Optional[Count] = None  # a cap for this model (tiny zoo models answer in a few dozen tokens)
+    # This model's own generation settings: the settings panel takes them when it is picked as model A
+    # (the tab's defaults otherwise). max_new_tokens is also a cap (zoo models answer in a few dozen tokens).
+    max_new_tokens: Optional[Count] = None
+    num_beams: Optional[Count] = None
+    repetition_penalty: Optional[Annotated[Number, Field(gt=0)]] = None
+    single_turn: Annotated[bool, Strict()] = False  # trained on single Q/A prompts: chat sends no history
+    stop_after: list[str] = Field(default_factory=list)  # the answer ends with the first of these (kept)
+
+    def label(self) -> str:
+        return f"{self.name} · {self.role}" if self.role else self.name
+
+    def decoding(self, defaults: GenDefaults) -> GenDefaults:
+        """The settings panel's values when this model is model A."""
+        own = {key: getattr(self, key) for key in ("num_beams", "repetition_penalty", "max_new_tokens")}
+        return defaults.model_copy(update={key: value for key, value in own.items() if value is not None})
 
     @model_validator(mode="before")
     @classmethod
@@ -79,6 +95,31 @@ class CacheSettings(Section):
     max_resident: Count = 2
 
 
+class ResultsPair(Section):
+    """Two ``evovlm eval`` results files compared in the case-study tab (B optional)."""
+
+    label: str
+    a: str
+    b: Optional[str] = None
+
+
+class Showcase(Section):
+    """What a first-time visitor sees: an introduction, bundled results and runs (paths relative to the YAML)."""
+
+    intro: str = ""              # markdown above the tabs
+    results: list[ResultsPair] = Field(default_factory=list)  # the first is shown on load
+    headline: list[str] = Field(default_factory=list)  # results files whose scores make the header table
+    runs: Optional[str] = None   # a folder of `evovlm evolve` runs listed with --runs-dir's
+
+
+class ExampleSource(Section):
+    """Examples drawn from a registered benchmark: the first ``count`` questions of ``split``, with references."""
+
+    benchmark: str
+    split: Optional[str] = None
+    count: Count = 5
+
+
 class ModelsFile(Section):
     """The models YAML as written: ``models``, and optional ``defaults``, ``generation``, ``limits``, ``cache``."""
 
@@ -87,6 +128,8 @@ class ModelsFile(Section):
     generation: dict[Literal["vqa", "chat"], GenDefaults] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    showcase: Showcase = Field(default_factory=Showcase)
+    examples: dict[Literal["vqa", "chat"], ExampleSource] = Field(default_factory=dict)
 
     @field_validator("generation", mode="before")
     @classmethod
@@ -124,9 +167,19 @@ class AppConfig:
     limits: Limits
     max_resident: int = 2
     source: str = ""
+    showcase: Showcase = field(default_factory=Showcase)
+    examples: dict[str, ExampleSource] = field(default_factory=dict)
 
     def entry(self, name: str) -> ModelEntry | None:
         return next((m for m in self.models if m.name == name), None)
+
+    def label(self, name: str | None) -> str:
+        entry = self.entry(name or "")
+        return entry.label() if entry else (name or "")
+
+    def decoding(self, task: str, name: str | None) -> GenDefaults:
+        entry = self.entry(name or "")
+        return entry.decoding(self.generation[task]) if entry else self.generation[task]
 
 
 def _resolve_ref(ref: str, base_dir: Path) -> str:
@@ -147,7 +200,18 @@ def load_config(path: str | os.PathLike | None = None) -> AppConfig:
     models = [m.model_copy(update={"ref": _resolve_ref(m.ref, path.parent)}) for m in parsed.models]
     return AppConfig(models=models, defaults=dict(parsed.defaults),
                      generation={**DEFAULT_GENERATION, **parsed.generation}, limits=parsed.limits,
-                     max_resident=parsed.cache.max_resident, source=str(path))
+                     max_resident=parsed.cache.max_resident, source=str(path),
+                     showcase=_showcase_paths(parsed.showcase, path.parent), examples=dict(parsed.examples))
+
+
+def _showcase_paths(showcase: Showcase, base_dir: Path) -> Showcase:
+    """The showcase's file references as absolute paths (relative ones are relative to the YAML)."""
+    def absolute(ref: str | None) -> str | None:
+        return None if ref is None else str((base_dir / Path(ref).expanduser()).resolve())
+
+    pairs = [pair.model_copy(update={"a": absolute(pair.a), "b": absolute(pair.b)}) for pair in showcase.results]
+    return showcase.model_copy(update={"results": pairs, "headline": [absolute(ref) for ref in showcase.headline],
+                                       "runs": absolute(showcase.runs)})
 
 
 def _checkpoint_kind(path: Path) -> str | None:
@@ -182,6 +246,15 @@ def check_model(entry: ModelEntry, *, allow_download: bool = False) -> Availabil
     if kind is None:
         return Availability(ok=False, path=path, reason=f"{path} has no readable config.json")
     return Availability(ok=True, path=path, kind=kind)
+
+
+_PATH = re.compile(r"(?:~|/)[^\s'\"(),;]*/([^\s'\"(),;/]+)")
+
+
+def public_reason(reason: str) -> str:
+    """``reason`` without server paths (``/root/.cache/huggingface/hub/models--x`` -> ``…/models--x``): a
+    public Space's visitor learns why a model is unavailable, not how the server is laid out."""
+    return _PATH.sub(r"…/\1", reason)
 
 
 def short_reason(reason: str) -> str:

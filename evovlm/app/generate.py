@@ -48,9 +48,8 @@ def load_image(path: str, limits: Limits) -> tuple[Any, str]:
         raise
     except Image.DecompressionBombError:
         raise UserError("画像が大きすぎます。The image is too large to decode safely.") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UserError("画像を読み込めませんでした。"
-                        f"This file is not a readable image ({type(exc).__name__}).") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise UserError("画像を読み込めませんでした。This file is not a readable image.") from None
     note = ""
     if max(image.size) > limits.max_image_side:
         before = image.size

@@ -1,9 +1,9 @@
 """Plots of an evolution run (:mod:`evovlm.app.runs`): fitness curve, recipe heat map, DFS layer path.
 
-The fitness curve is evolve's own plotter (:func:`evovlm.evolve.report.plot_fitness`, which also
-draws each stage's fitness.png), here over all stages of the run. matplotlib's object API
-(``Figure``), not pyplot: no global state, so several requests can draw at once. Each function
-returns a PIL image (or None when the run has nothing to draw).
+The fitness curve is data for Gradio's interactive line plot (each stage's fitness.png is evolve's
+own plotter, :func:`evovlm.evolve.report.plot_fitness`). The others use matplotlib's object API
+(``Figure``), not pyplot: no global state, so several requests can draw at once; they return a PIL
+image (or None when the run has nothing to draw).
 """
 
 from __future__ import annotations
@@ -34,11 +34,35 @@ def _to_image(fig: Any) -> Any:
     return _png_image(buffer.getvalue())
 
 
-def fitness_plot(run: Run) -> Any:
-    from evovlm.evolve.report import plot_fitness
+def fitness_frame(run: Run) -> Any:
+    """The fitness curve as data for an interactive plot: one row per (generation, series), the series
+    being each stage's best so far, generation best and mean, validation, and each source alone (a
+    horizontal line: what the merge must beat). Generations of a later stage follow the earlier one's."""
+    import pandas as pd
 
-    count = sum(len(s.candidates) for s in run.stages)
-    return _png_image(plot_fitness(run.stages, f"{run.path.name}: {count} candidates"))
+    from evovlm.evolve.report import short_ref
+
+    rows, offset = [], 0
+    for stage in run.stages:
+        prefix = f"{stage.name.upper()} " if len(run.stages) > 1 else ""
+        by_generation: dict[int, list[float]] = {}
+        for c in stage.searched:
+            if c.fitness is not None:
+                by_generation.setdefault(c.generation, []).append(c.fitness)
+        running = None
+        for generation in sorted(by_generation):
+            values = by_generation[generation]
+            running = max(values) if running is None else max(running, max(values))
+            x = offset + generation
+            rows += [(x, running, f"{prefix}best so far"), (x, max(values), f"{prefix}generation best"),
+                     (x, sum(values) / len(values), f"{prefix}generation mean")]
+        rows += [(offset + v.generation, v.fitness, f"{prefix}validation") for v in stage.validations
+                 if v.fitness is not None]
+        span = [offset + g for g in sorted(by_generation)] or [offset]
+        for source in (c for c in stage.sources if c.fitness is not None):
+            rows += [(x, source.fitness, f"source alone: {short_ref(source.source)}") for x in (span[0], span[-1])]
+        offset += max((c.generation for c in stage.candidates), default=-1) + 1
+    return pd.DataFrame(rows, columns=["generation", "fitness", "series"])
 
 
 def heatmap_plot(run: Run) -> Any | None:

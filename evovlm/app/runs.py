@@ -62,12 +62,20 @@ def find_runs(roots: list[Path], depth: int = 3) -> list[str]:
             for config in root.glob("/".join(["*"] * level + [CONFIG_NAME])):
                 if looks_like_run(config.parent):
                     found.append(str(config.parent))
-    return sorted(dict.fromkeys(found))
+    return sorted(dict.fromkeys(found), key=_started, reverse=True)
+
+
+def _started(folder: str) -> tuple[float, str]:
+    """When a run was written (its config.yaml), for newest-first listing; the name breaks ties."""
+    try:
+        return (Path(folder, CONFIG_NAME).stat().st_mtime, folder)
+    except OSError:
+        return (0.0, folder)
 
 
 def top(stage: Stage) -> Candidate | None:
     """The highest fitness so far (evolve's choice can differ when validation ran: Stage.best)."""
-    scored = [c for c in stage.candidates if c.fitness is not None]
+    scored = [c for c in stage.searched if c.fitness is not None]
     return max(scored, key=lambda c: (c.fitness, -c.generation, -c.index)) if scored else None
 
 
@@ -104,8 +112,8 @@ def summary_markdown(run: Run) -> str:
 
 
 def _stage_lines(stage: Stage, prefix: str, root: Path) -> list[str]:
-    generations = {c.generation for c in stage.candidates}
-    lines = [f"{prefix}generations: {len(generations)} · candidates: {len(stage.candidates)} · "
+    generations = {c.generation for c in stage.searched}
+    lines = [f"{prefix}generations: {len(generations)} · candidates: {len(stage.searched)} · "
              f"failed: {len(stage.failed)}" + (" · finished" if stage.finished else "")
              + (f" · unreadable lines skipped: {stage.skipped_lines}" if stage.skipped_lines else "")]
     best, choice = top(stage), stage.best()
@@ -115,6 +123,9 @@ def _stage_lines(stage: Stage, prefix: str, root: Path) -> list[str]:
     else:
         lines.append(f"{prefix}**best fitness so far: {best.fitness:.4g}**{metric}, generation {best.generation}, "
                      f"candidate {best.index}" + (" (the starting model)" if best.start else ""))
+    sources = [f"{c.source} {c.fitness:.4g}" for c in stage.sources if c.fitness is not None]
+    if sources:
+        lines.append(f"{prefix}each source alone: {', '.join(sources)}")
     if choice is not None and choice.validation is not None:
         c = choice.candidate
         lines.append(f"{prefix}chosen by validation: generation {c.generation}, candidate {c.index} "
@@ -149,6 +160,8 @@ def scores_table(run: Run) -> list[list[Any]]:
         for start in (c for c in stage.candidates if c.start and c.fitness is not None):
             rows.append([names.get("A", "model A"), f"{stage.name.upper()} start: model A itself",
                          round(start.fitness, 4)])
+        for source in (c for c in stage.sources if c.fitness is not None):
+            rows.append([source.source, "source alone · fitness", round(source.fitness, 4)])
         choice = stage.best()
         if choice is not None:
             c = choice.candidate

@@ -14,6 +14,7 @@
       density_range: [0, 1]
       parameters: {}            # method options: lambda, normalize, rescale
       merge_seed: 0             # DARE masks
+      score_sources: false      # also score each source alone in generation 0 (a baseline; not told to CMA-ES)
     dfs:
       model_a: zoo:ja           # embeddings, tokenizer, head, first and last block; "ps" in ps+dfs
       model_b: zoo:math
@@ -239,6 +240,7 @@ class PSConfig(Section):
     density_range: Range = (0.0, 1.0)
     parameters: Overrides = Field(default_factory=dict)  # checked with the first recipe, by preflight
     merge_seed: NonNegativeInt = 0
+    score_sources: Annotated[bool, Strict()] = False
     optimizer: Overrides = Field(default_factory=dict)
     budget: Overrides = Field(default_factory=dict)
 

@@ -141,6 +141,27 @@ class PSGenome(_Affine):
     def initial_mean(self, mean: float) -> np.ndarray:
         return np.full(self.size, float(mean))
 
+    def source_genes(self) -> list[tuple[str, np.ndarray]]:
+        """(model, genes) of each source alone (weight 1, the others 0, density 1), where this space holds it.
+
+        Scored as baselines: a merge that cannot beat its sources has not earned its place. A source is left out
+        when its one-hot recipe lies outside the ranges or pins, or lambda is not 1 (then it is not the source)."""
+        if float(self.config.parameters.get("lambda", 1.0)) != 1.0:
+            return []
+        found = []
+        for source, entry in enumerate(self.config.models):
+            wanted = {(index, "weight"): 1.0 if index == source else 0.0 for index in range(len(self.config.models))}
+            wanted.update({(index, "density"): 1.0 for index in range(len(self.config.models))})
+            pins_agree = all(getattr(pinned, key) in (None, wanted[(index, key)])
+                             for index, pinned in enumerate(self.config.models) for key in ("weight", "density"))
+            in_range = all(self._range(parameter)[0] <= wanted[(index, parameter)] <= self._range(parameter)[1]
+                           for index, parameter, _ in self.layout)
+            if pins_agree and in_range:
+                genes = np.array([self.gene(wanted[(index, parameter)], *self._range(parameter))
+                                  for index, parameter, _ in self.layout], dtype=float)
+                found.append((entry.model, genes))
+        return found
+
     def check(self, where: str) -> None:
         """Fail early, with the config's location, on a space no recipe can come from."""
         if self.size == 0:

@@ -59,7 +59,7 @@ def plot_fitness(stages: Sequence[Stage], title: str) -> bytes:
 def _draw_stage(axis: Any, stage: Stage, offset: int, once: Any) -> None:
     """One stage's points and lines, its generations drawn from ``offset`` on."""
     by_generation: dict[int, list[float]] = {}
-    for c in stage.candidates:
+    for c in stage.searched:
         if c.fitness is not None:
             by_generation.setdefault(c.generation, []).append(c.fitness)
     if not by_generation:
@@ -78,10 +78,19 @@ def _draw_stage(axis: Any, stage: Stage, offset: int, once: Any) -> None:
     validation = sorted((offset + v.generation, v.fitness) for v in stage.validations if v.fitness is not None)
     if validation:
         axis.plot(*zip(*validation), "s--", color="tab:green", ms=4, lw=1, label=once("validation (generation best)"))
+    for number, source in enumerate(c for c in stage.sources if c.fitness is not None):
+        axis.axhline(source.fitness, color=f"C{5 + number % 5}", ls="--", lw=1.2,
+                     label=once(f"source alone: {short_ref(source.source)}"))
     starts = [c for c in stage.candidates if c.start and c.fitness is not None]
     if starts:
         axis.scatter([offset + c.generation for c in starts], [c.fitness for c in starts], marker="*", s=90,
                      color="tab:purple", zorder=3, label=once("starting model"))
+
+
+def short_ref(ref: str) -> str:
+    """A model reference for a legend: ``zoo:ja``, a folder's name, or a repo id as written."""
+    local = ref.startswith(("/", ".", "~"))  # a folder: its name; zoo:NAME and repo ids stay as written
+    return ref.rstrip("/").rsplit("/", 1)[-1] if local else ref
 
 
 def best_file_text(stage: str, best: Any, described: dict, metric: str | None) -> str:

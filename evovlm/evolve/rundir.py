@@ -103,6 +103,7 @@ class Candidate:
     merge_s: float | None = None
     eval_s: float | None = None
     start: bool = False  # the stage's starting model itself (DFS init: a), not told to CMA-ES
+    source: str | None = None  # a source alone (ps.score_sources): a baseline, never the stage's result
 
     @classmethod
     def from_record(cls, stage: str, record: dict) -> Candidate | None:
@@ -117,7 +118,8 @@ class Candidate:
                    candidate=candidate if isinstance(candidate, dict) else None,
                    metric=metric if isinstance(metric, str) else None,
                    wall_s=_number(record.get("wall_s")), merge_s=_number(record.get("merge_s")),
-                   eval_s=_number(record.get("eval_s")), start=record.get("start") is True)
+                   eval_s=_number(record.get("eval_s")), start=record.get("start") is True,
+                   source=record["source"] if isinstance(record.get("source"), str) else None)
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,16 @@ class Stage:
         return [c for c in self.candidates if c.fitness is None]
 
     @property
+    def searched(self) -> list[Candidate]:
+        """The candidates of the search (the starting model included), without the source baselines."""
+        return [c for c in self.candidates if c.source is None]
+
+    @property
+    def sources(self) -> list[Candidate]:
+        """Each source scored alone on the fitness set (``ps.score_sources``)."""
+        return [c for c in self.candidates if c.source is not None]
+
+    @property
     def metric(self) -> str | None:
         return next((c.metric for c in self.candidates if c.metric), None)
 
@@ -189,7 +201,7 @@ class Stage:
                 v, chosen = max(scored, key=lambda p: (p[0].fitness, p[1].fitness if p[1].fitness is not None
                                                       else low, -p[0].generation, -p[0].index))
                 return Choice(chosen, v.fitness)
-        ok = [c for c in self.candidates if c.fitness is not None]
+        ok = [c for c in self.searched if c.fitness is not None]
         return Choice(max(ok, key=lambda c: (c.fitness, -c.generation, -c.index))) if ok else None
 
 

@@ -114,8 +114,8 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
         for generation in range(optimizer.generation, total):
             started = time.perf_counter()
             genomes = optimizer.ask_generation()
-            if generation == 0 and getattr(genome, "start_is_a_model", False):
-                genomes = [*genomes, genome.initial_mean(opt_config.mean)]
+            extras = _extras(spec, genome, opt_config) if generation == 0 else []
+            genomes = [*genomes, *(genes for _, genes in extras)]
             done = _finished_before_a_crash(history, generation, genomes)
             todo = [Task(generation, i, "fitness", genomes[i].tolist()) for i in range(len(genomes)) if i not in done]
             inner = progress_bar(total=len(genomes), initial=len(done), desc=f"{label}generation {generation}",
@@ -125,8 +125,9 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
                     raise EvoVLMError(outcome.error or "evaluation failed")
                 genes = genomes[outcome.index].tolist()
                 record = _record(outcome, genes, genome.describe(genes))
-                if outcome.index >= population:  # the starting model, scored but not told (see above)
-                    record["start"] = True
+                if outcome.index >= population:  # scored but not told (see above)
+                    kind, _ = extras[outcome.index - population]
+                    record.update({"start": True} if kind == "start" else {"source": kind})
                 history.append(record)
                 done[outcome.index] = record
                 inner.update(1)
@@ -157,6 +158,15 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
     return SearchResult(best=choose_best(history, total, use_validation), generations=total, population=population,
                         trials=len(told), failed=sum(1 for r in told if r.get("fitness") is None),
                         history_path=history.path)
+
+
+def _extras(spec: Any, genome: Any, opt_config: Any) -> list[tuple[str, np.ndarray]]:
+    """Generation 0's candidates beyond the population: the starting model (kind "start") and, with
+    ``ps.score_sources``, each source alone (kind: the source's reference)."""
+    extras = [("start", genome.initial_mean(opt_config.mean))] if getattr(genome, "start_is_a_model", False) else []
+    if spec.stage == "ps" and spec.config.ps.score_sources:
+        extras += genome.source_genes()
+    return extras
 
 
 def _start_or_resume(state_dir: Path, opt_config: Any, genome: Any, seed: int) -> Optimizer:
