@@ -209,6 +209,7 @@ def test_unavailable_or_crashing_model_fails_in_its_column_only(client, app):
     assert "unavailable" in history_a[1]["content"][0]["text"] and _ok(history_b[1]["content"][0]["text"])
     table = client.predict(api_name="/models")[0]["data"]
     states = {row[0]: row[3] for row in table}
+    assert not any(str(REPO) in cell or str(root) in cell for row in table for cell in row)  # no server paths
     assert states["tiny-llava"] == "available" and states["missing-vlm"] == "unavailable"
 
 
@@ -373,6 +374,11 @@ def test_browser_showcase_on_the_default_models(shipped_app, tmp_path):
             assert "zoo:evollm" in page.locator("#cases-response-a").inner_text()
             assert not page.locator("#cases-image").is_visible()  # a text benchmark: no image panel
             assert page.locator("#cases-histogram").is_visible()  # A − B per problem: +100 where only A is right
+            page.locator("#cases-bundled input").click()  # the VLM comparison: its scenes are drawn again
+            page.get_by_role("option", name="zoo-vqa-ja: evolved VLM vs source VLM").click()
+            page.locator("#cases-summary", has_text="zoo:evovlm on zoo-vqa-ja").wait_for(timeout=30_000)
+            page.locator("#cases-image img").wait_for(timeout=20_000)
+            page.screenshot(path=str(shots / "showcase-1400-case-study.png"), full_page=True)
             # Evolution: the bundled run.
             page.get_by_role("tab", name="進化 · Evolution").click()
             page.locator("#run-summary").get_by_text("best fitness so far").wait_for(timeout=30_000)
@@ -391,7 +397,8 @@ def test_browser_showcase_on_the_default_models(shipped_app, tmp_path):
             phone.screenshot(path=str(shots / "showcase-400-image-qa.png"), full_page=True)
         finally:
             browser.close()
-    for name in ("showcase-1400-image-qa.png", "showcase-1400-evolution.png", "showcase-400-image-qa.png"):
+    for name in ("showcase-1400-image-qa.png", "showcase-1400-case-study.png", "showcase-1400-evolution.png",
+                 "showcase-400-image-qa.png"):
         assert (shots / name).stat().st_size > 10_000
     print(f"screenshots in {shots}")
 

@@ -42,6 +42,7 @@ from evovlm.app.generate import (
 )
 from evovlm.app.showcase import header_markdown
 from evovlm.eval import prompts
+from evovlm.eval.benchmarks import image_from_ref
 
 LOG = logging.getLogger("evovlm.app")
 BEAM_NOTE = ("ビームサーチ (beams > 1) はストリーミングできません。回答は完成してから表示されます。  \n"
@@ -342,8 +343,12 @@ class Demo:
         return any(resolved.is_relative_to(root) for root in self.allowed_roots)
 
     def _case_image(self, ref: Any, results_path: str) -> Any:
+        """The image of a case: a file the app may show, or one a benchmark draws from its reference."""
         if not isinstance(ref, str) or not ref:
             return None
+        drawn = image_from_ref(ref)
+        if drawn is not None:
+            return drawn
         path = Path(ref)
         if not path.is_absolute():
             path = Path(results_path).parent / path
@@ -432,9 +437,14 @@ class Demo:
 
     # -- models ---------------------------------------------------------------------------------------
     @guarded(message_at=None, outputs=5)
+    def model_rows(self) -> list[list[str]]:
+        """The Models tab's table, without server paths (``--check`` on the command line shows them)."""
+        return [[name, kind, public_reason(ref), state, public_reason(detail), description]
+                for name, kind, ref, state, detail, description in self.registry.table()]
+
     def models(self) -> tuple:
         self.registry.refresh()
-        return (self.registry.table(),
+        return (self.model_rows(),
                 *(gr.update(choices=self.registry.choices(t)) for t in ("vqa", "vqa", "chat", "chat")))
 
 
@@ -738,11 +748,11 @@ def _evolution_tab(layout: _Layout, blocks: gr.Blocks) -> None:
 def _models_tab(layout: _Layout, dropdowns: list) -> None:
     """The models YAML's entries and whether each is available; a re-check updates every dropdown."""
     demo, light = layout.demo, layout.light
-    cfg, reg = demo.config, demo.registry
+    cfg = demo.config
     with gr.Tab("モデル · Models", id="models"):
-        gr.Markdown(f"From `{cfg.source}`. At most {demo.cache.max_resident} models stay loaded "
+        gr.Markdown(f"From `{Path(cfg.source).name}`. At most {demo.cache.max_resident} models stay loaded "
                     "(least recently used evicted first).")
-        model_table = gr.Dataframe(reg.table(), headers=["name", "kind", "ref", "status", "path or reason",
+        model_table = gr.Dataframe(demo.model_rows(), headers=["name", "kind", "ref", "status", "path or reason",
                                                          "description"], interactive=False, wrap=True)
         recheck = gr.Button("⟳ re-check availability")
         recheck.click(demo.models, None, [model_table, *dropdowns], api_name="models", **light)

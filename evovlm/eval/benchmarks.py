@@ -101,6 +101,27 @@ def register_benchmark(name: str, loader: BenchmarkLoader, *, description: str =
     _REGISTRY[key] = (loader, description)
 
 
+# Results files record an image by ``Sample.image_ref``: a path, or a reference a generated benchmark
+# can draw again (the zoo's "zoo-scene:..."). Such benchmarks register how, by the reference's prefix.
+_IMAGE_REFS: dict[str, Callable[[str], Any]] = {}
+
+
+def register_image_ref(prefix: str, draw: Callable[[str], Any]) -> None:
+    """``draw(ref) -> PIL image`` for image references that start with ``prefix``."""
+    _IMAGE_REFS[prefix] = draw
+
+
+def image_from_ref(ref: str) -> Any | None:
+    """The image a registered generator draws for ``ref`` (None when no generator knows it, or it fails)."""
+    for prefix, draw in _IMAGE_REFS.items():
+        if ref.startswith(prefix):
+            try:
+                return draw(ref)
+            except (ValueError, KeyError):  # a damaged or foreign reference
+                return None
+    return None
+
+
 def list_benchmarks() -> list[str]:
     load_plugins()  # plugins add theirs (the miniature zoo's zoo-* benchmarks)
     return sorted(_REGISTRY)

@@ -21,10 +21,12 @@ def resolve_zoo_model(name: str) -> Path:
 
 
 def register() -> None:
+    from evovlm.eval.benchmarks import register_image_ref
     from evovlm.eval.prompts import register_template
     from evovlm.io.resolve import register_prefix
-    from evovlm.zoo import benchmarks
+    from evovlm.zoo import benchmarks, scenes
 
     register_prefix(PREFIX, resolve_zoo_model)
     register_template("zoo-qa", PROMPT)
     benchmarks.register()
+    register_image_ref("zoo-scene:", lambda ref: scenes.render(scenes.scene_from_ref(ref), size=192))
