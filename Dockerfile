@@ -19,7 +19,9 @@ WORKDIR /home/user/app
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install --no-cache-dir --user torch==2.13.0 --index-url ${TORCH_INDEX_URL}
 COPY --chown=user requirements.txt .
-RUN pip install --no-cache-dir --user -r requirements.txt
+# Everything but Ray (the [ray] extra, 240 MB, for evolution on clusters: the demo does not use it).
+RUN grep -v '^ray==' requirements.txt > /tmp/requirements-app.txt \
+    && pip install --no-cache-dir --user -r /tmp/requirements-app.txt
 COPY --chown=user . .
 RUN pip install --no-cache-dir --user --no-deps -e .
 

@@ -285,6 +285,23 @@ def sphere_blocking(genes) -> float:
     return -float(np.sum((genes - np.asarray(SPHERE_TARGET[:genes.size])) ** 2))
 
 
+DIE_ENV = "EVOVLM_TEST_DIE"  # "N:FILE": the process scoring its N-th candidate dies (once: FILE marks it done)
+
+
+def sphere_dying(genes) -> float:
+    """sphere_blocking's objective; with $EVOVLM_TEST_DIE set, the first process to reach its N-th call
+    writes FILE and kills itself mid-candidate (as a crashed GPU worker would), once per run."""
+    import os
+
+    die = os.environ.get(DIE_ENV)
+    if die:
+        count, _, marker = die.partition(":")
+        if _calls == int(count) and not Path(marker).exists():
+            Path(marker).write_text(f"{os.getpid()}\n", encoding="utf-8")
+            os._exit(1)
+    return sphere_blocking(genes)
+
+
 # -- the demo app in a subprocess -------------------------------------------------------------------------
 
 @contextmanager

@@ -9,30 +9,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from abc import ABC, abstractmethod
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Iterator, Sequence
 
 from evovlm.errors import EvoVLMError
+from evovlm.evolve.backend import Backend
 from evovlm.evolve.config import RuntimeConfig
 from evovlm.evolve.evaluators import Evaluator, Outcome, StageSpec, Task, build_evaluator
-
-
-class Backend(ABC):
-    workers: int = 1
-
-    @abstractmethod
-    def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
-        """Evaluate ``tasks``; yield each outcome as soon as it is known."""
-
-    def close(self) -> None:
-        """Release workers and models."""
-
-    def __enter__(self) -> "Backend":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class SerialBackend(Backend):
@@ -115,9 +98,14 @@ def resolve_devices(runtime: RuntimeConfig) -> list[str]:
 
 
 def make_backend(spec: StageSpec) -> Backend:
-    """Serial for one worker, else a process pool (auto: one worker per GPU)."""
+    """Serial for one worker, else a process pool (auto: one worker per GPU); Ray actors with ``backend: ray``."""
     runtime = spec.config.runtime
     synthetic = spec.config.fitness.kind == "synthetic"
+    if runtime.backend == "ray":
+        from evovlm.evolve.ray_backend import RayBackend
+
+        return RayBackend(spec, workers=None if runtime.workers == "auto" else runtime.workers,
+                          address=runtime.ray_address)
     devices = ["cpu"] if synthetic and runtime.devices == "auto" else resolve_devices(runtime)
     workers = runtime.workers if runtime.workers != "auto" else (1 if synthetic else len(devices))
     if workers == 1:

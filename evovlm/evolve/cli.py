@@ -16,6 +16,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=count(1), help="parallel evaluation processes (default: one per GPU, else 1)")
     parser.add_argument("--devices", help="comma-separated devices for the workers, e.g. cuda:0,cuda:1 or cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--backend", choices=["local", "ray"],
+                        help="local: this process or a process pool (default); ray: Ray actors (pip install "
+                             "'evovlm[ray]')")
+    parser.add_argument("--ray-address", help="join the Ray cluster at ADDR (host:port or auto) instead of starting "
+                                              "a local Ray; implies --backend ray")
     parser.add_argument("--plan", action="store_true",
                         help="print what one worker must hold (sources, live model, KV cache) and whether it fits "
                              "--gpu-gib, from config.json files alone; runs nothing")
@@ -39,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.resume or args.out
     summary = run_evolution(None if args.resume else args.config, out, resume=bool(args.resume),
                             overwrite=args.overwrite, progress=False if args.quiet else None,
-                            workers=args.workers, devices=devices)
+                            workers=args.workers, devices=devices,
+                            backend="ray" if args.ray_address else args.backend, ray_address=args.ray_address)
     best = summary["best"]
     metric = summary.get("metric") or "fitness"
     print(f"{summary['mode']} evolution finished in {time.perf_counter() - started:.1f} s: best {metric} "

@@ -36,7 +36,8 @@
     validation: null            # optional, like fitness: scores each generation's best; the final
                                 # model is the generation best with the best validation score
     test: {benchmark: zoo-mgsm-ja, split: test, metric: acc_ja}   # optional held-out re-score
-    runtime: {workers: auto, devices: auto, dtype: null, save_model: true, plot: true, keep_states: auto}
+    runtime: {workers: auto, devices: auto, dtype: null, save_model: true, plot: true, keep_states: auto,
+              backend: local, ray_address: null}   # backend ray: Ray actors, on a cluster at ray_address
 
 ``ps`` and ``dfs`` may each carry their own ``optimizer`` and ``budget`` keys, which
 override the top-level ones for that stage.
@@ -305,6 +306,10 @@ class RuntimeConfig(Section):
     # 147 MB covariance matrix), then the last 5; or a number; or null for all.
     keep_states: Union[Literal["auto"], Count, None] = "auto"
     progress: Annotated[bool, Strict()] = True
+    # local: this process, or a pool of processes; ray: one Ray actor per worker (evovlm.evolve.ray_backend),
+    # on the cluster at ray_address (host:port, or "auto"), else on a local Ray started for the run
+    backend: Literal["local", "ray"] = "local"
+    ray_address: Optional[str] = None
 
     @field_validator("workers", "keep_states", mode="before")
     @classmethod

@@ -44,7 +44,8 @@ from evovlm.io.atomic import make_temp_dir, replace_dir, sweep_stale, umask_perm
 
 def run_evolution(config: EvolveConfig | dict | str | Path | None, out_dir: str | Path, *, resume: bool = False,
                   overwrite: bool = False, progress: bool | None = None, workers: int | None = None,
-                  devices: list[str] | None = None) -> dict:
+                  devices: list[str] | None = None, backend: str | None = None,
+                  ray_address: str | None = None) -> dict:
     """Run (or, with ``resume``, continue) an evolution in ``out_dir``; returns the summary.
 
     ``config`` is a config file, a dict in the YAML format (callables allowed for ``fitness.callable``
@@ -69,7 +70,8 @@ def run_evolution(config: EvolveConfig | dict | str | Path | None, out_dir: str 
             write_atomic(out_dir / CONFIG_NAME, config.to_yaml())
         if not (out_dir / RUN_INFO_NAME).is_file():  # a new run, or one made before run.json: format 1 too
             write_atomic(out_dir / RUN_INFO_NAME, run_info_text())
-        config = with_overrides(config, workers=workers, devices=devices, progress=progress)
+        config = with_overrides(config, workers=workers, devices=devices, progress=progress, backend=backend,
+                                ray_address=ray_address)
         stages = config.stages()
         results: dict[str, dict] = {}
         model_a = None
