@@ -70,3 +70,16 @@ def test_the_counts_match_real_models_built_from_their_configs(architecture):
     with safe_open(str(folder / "model.safetensors"), "pt") as handle:
         stored = sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
     assert model_parameters(json.loads((folder / "config.json").read_text())) == stored
+
+
+def test_a_config_json_the_plan_cannot_size_is_a_message(tmp_path, capsys):
+    model = tmp_path / "odd"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({**MISTRAL, "intermediate_size": None}))
+    config = tmp_path / "plan.yaml"
+    config.write_text("mode: ps\nps: {method: linear, models: [odd]}\nfitness: {synthetic: sphere}\n")
+    assert main(["evolve", str(config), "--plan"]) == 2
+    assert "a size that is not a positive number" in capsys.readouterr().err
+    (model / "config.json").write_text(json.dumps({k: v for k, v in MISTRAL.items() if k != "hidden_size"}))
+    assert main(["evolve", str(config), "--plan"]) == 2
+    assert "has no 'hidden_size'" in capsys.readouterr().err

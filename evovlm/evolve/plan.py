@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evovlm.errors import EvoVLMError
 from evovlm.evolve.config import EvolveConfig
 
 GIB = 1 << 30
@@ -102,6 +103,17 @@ def plan(config: EvolveConfig, *, gpu_gib: float = 80.0, prompt_tokens: int = DE
     def load(ref: str) -> dict[str, Any]:
         return _config(ref, base_dir)
 
+    try:
+        return _plan(config, load, gpu_gib, prompt_tokens)
+    except KeyError as exc:
+        raise EvoVLMError(f"--plan sizes Mistral/Llama and LLaVA models; a config.json of this config's models "
+                          f"has no {exc}") from None
+    except (TypeError, ZeroDivisionError):
+        raise EvoVLMError("--plan sizes Mistral/Llama and LLaVA models; a config.json of this config's models "
+                          "has a size that is not a positive number") from None
+
+
+def _plan(config: EvolveConfig, load: Any, gpu_gib: float, prompt_tokens: int) -> Plan:
     from evovlm.arch import text_config
     from evovlm.eval.runners import GenerationSettings
 
