@@ -106,10 +106,10 @@ def plan(config: EvolveConfig, *, gpu_gib: float = 80.0, prompt_tokens: int = DE
     try:
         return _plan(config, load, gpu_gib, prompt_tokens)
     except KeyError as exc:
-        raise EvoVLMError(f"--plan sizes Mistral/Llama and LLaVA models; a config.json of this config's models "
+        raise EvoVLMError(f"a plan sizes Mistral/Llama and LLaVA models; a config.json of this config's models "
                           f"has no {exc}") from None
     except (TypeError, ZeroDivisionError):
-        raise EvoVLMError("--plan sizes Mistral/Llama and LLaVA models; a config.json of this config's models "
+        raise EvoVLMError("a plan sizes Mistral/Llama and LLaVA models; a config.json of this config's models "
                           "has a size that is not a positive number") from None
 
 
