@@ -40,28 +40,22 @@ def fitness_frame(run: Run) -> Any:
     horizontal line: what the merge must beat). Generations of a later stage follow the earlier one's."""
     import pandas as pd
 
-    from evovlm.evolve.report import short_ref
+    from evovlm.evolve.report import short_ref, stage_curve, stage_span
 
     rows, offset = [], 0
     for stage in run.stages:
         prefix = f"{stage.name.upper()} " if len(run.stages) > 1 else ""
-        by_generation: dict[int, list[float]] = {}
-        for c in stage.searched:
-            if c.fitness is not None:
-                by_generation.setdefault(c.generation, []).append(c.fitness)
-        running = None
-        for generation in sorted(by_generation):
-            values = by_generation[generation]
-            running = max(values) if running is None else max(running, max(values))
+        curve = stage_curve(stage)
+        for generation, values, so_far in curve:
             x = offset + generation
-            rows += [(x, running, f"{prefix}best so far"), (x, max(values), f"{prefix}generation best"),
+            rows += [(x, so_far, f"{prefix}best so far"), (x, max(values), f"{prefix}generation best"),
                      (x, sum(values) / len(values), f"{prefix}generation mean")]
         rows += [(offset + v.generation, v.fitness, f"{prefix}validation") for v in stage.validations
                  if v.fitness is not None]
-        span = [offset + g for g in sorted(by_generation)] or [offset]
+        span = [offset + generation for generation, _, _ in curve] or [offset]
         for source in (c for c in stage.sources if c.fitness is not None):
             rows += [(x, source.fitness, f"source alone: {short_ref(source.source)}") for x in (span[0], span[-1])]
-        offset += max((c.generation for c in stage.candidates), default=-1) + 1
+        offset += stage_span(stage)
     return pd.DataFrame(rows, columns=["generation", "fitness", "series"])
 
 

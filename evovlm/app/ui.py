@@ -518,8 +518,7 @@ class _Layout:
         demo, blind_on, round_state = self.demo, controls["on"], controls["round"]
 
         def toggle(on: bool, model_a: str, model_b: str) -> tuple:
-            labels = blind.labels(demo.config, None, revealed=False) if on else (
-                f"A: {demo.config.label(model_a)}", f"B: {demo.config.label(model_b)}")
+            labels = blind.labels(demo.config, {"order": [model_a, model_b]}, revealed=not on)
             return (gr.update(visible=not on), gr.update(visible=on), gr.update(visible=on),
                     gr.update(label=labels[0]), gr.update(label=labels[1]))
         blind_on.change(toggle, [blind_on, *models], [ask, controls["ask"], controls["row"], *answers],

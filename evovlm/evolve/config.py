@@ -205,7 +205,7 @@ FITNESS_KINDS = {cls.kind: cls for cls in (BenchmarkFitness, CallableFitness, Sy
 
 def _fitness_kind(data: Any) -> str | None:
     """The tag of a fitness section: which one of its kind keys it has (None: not exactly one)."""
-    if isinstance(data, (BenchmarkFitness, CallableFitness, SyntheticFitness)):
+    if isinstance(data, tuple(FITNESS_KINDS.values())):
         return f"fitness={data.kind}"
     given = [kind for kind in FITNESS_KINDS if isinstance(data, dict) and data.get(kind) is not None]
     return f"fitness={given[0]}" if len(given) == 1 else None

@@ -153,9 +153,7 @@ def _plan(config: EvolveConfig, load: Any, gpu_gib: float, prompt_tokens: int) -
 
 
 def _config(ref: str, base_dir: Path | None) -> dict[str, Any]:
+    from evovlm.evolve.preflight import model_folder
     from evovlm.io.checkpoint import read_model_config
-    from evovlm.io.resolve import prefixed, resolve_model_path
 
-    local = Path(base_dir or ".") / Path(ref).expanduser()
-    path = local if not prefixed(ref) and local.is_dir() else resolve_model_path(ref)
-    return read_model_config(path, ref)
+    return read_model_config(model_folder(ref, base_dir)[0], ref)

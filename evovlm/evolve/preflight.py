@@ -81,20 +81,26 @@ def _check_fitness(section: Any, name: str, base_dir: str | Path | None) -> Any:
     return section
 
 
-def model_ref(ref: str, where: str, base_dir: str | Path | None = None) -> str:
-    """Check a model reference now (a clear error before any work); local folders become absolute."""
+def model_folder(ref: str, base_dir: str | Path | None = None) -> tuple[Path, bool]:
+    """(folder, whether it is a local folder) of a model reference; a local folder may be relative to
+    ``base_dir`` (the config's folder), anything else is :func:`~evovlm.io.resolve.resolve_model_path`'s."""
     from evovlm.io.resolve import prefixed, resolve_model_path
 
-    if not ref.strip():
-        raise EvoVLMError(f"{where}: expected a model reference (directory, PREFIX:NAME or HF repo id), got {ref!r}")
     local = Path(base_dir or ".") / Path(ref).expanduser()
     if not prefixed(ref) and local.is_dir():
-        return str(local.resolve())
+        return local.resolve(), True
+    return resolve_model_path(ref), False
+
+
+def model_ref(ref: str, where: str, base_dir: str | Path | None = None) -> str:
+    """Check a model reference now (a clear error before any work); local folders become absolute."""
+    if not ref.strip():
+        raise EvoVLMError(f"{where}: expected a model reference (directory, PREFIX:NAME or HF repo id), got {ref!r}")
     try:
-        resolve_model_path(ref)
+        folder, local = model_folder(ref, base_dir)
     except EvoVLMError as exc:
         raise EvoVLMError(f"{where}: {exc}") from None
-    return ref
+    return str(folder) if local else ref
 
 
 def require_causal_lm(ref: str, where: str) -> None:

@@ -38,7 +38,7 @@ def plot_fitness(stages: Sequence[Stage], title: str) -> bytes:
                       fontsize=8, color="0.4")
         _draw_stage(axis, stage, offset, once)
         failed += [offset + c.generation for c in stage.failed]
-        offset += max((c.generation for c in stage.candidates), default=-1) + 1
+        offset += stage_span(stage)
     if failed:  # no fitness to place them at: along the bottom edge
         axis.scatter(failed, [axis.get_ylim()[0]] * len(failed), marker="x", color="grey", label=once("failed"))
     if not labels - {"failed"}:
@@ -56,25 +56,38 @@ def plot_fitness(stages: Sequence[Stage], title: str) -> bytes:
     return image.getvalue()
 
 
-def _draw_stage(axis: Any, stage: Stage, offset: int, once: Any) -> None:
-    """One stage's points and lines, its generations drawn from ``offset`` on."""
+def stage_curve(stage: Stage) -> list[tuple[int, list[float], float]]:
+    """(generation, its searched candidates' fitness values, best so far), in generation order; failed
+    candidates and source baselines left out. The PNG here and the app's interactive curve draw this."""
     by_generation: dict[int, list[float]] = {}
     for c in stage.searched:
         if c.fitness is not None:
             by_generation.setdefault(c.generation, []).append(c.fitness)
-    if not by_generation:
+    curve, running = [], None
+    for generation in sorted(by_generation):
+        values = by_generation[generation]
+        running = max(values) if running is None else max(running, max(values))
+        curve.append((generation, values, running))
+    return curve
+
+
+def stage_span(stage: Stage) -> int:
+    """How many generations a stage takes on a shared x axis (a later stage's start after it)."""
+    return max((c.generation for c in stage.candidates), default=-1) + 1
+
+
+def _draw_stage(axis: Any, stage: Stage, offset: int, once: Any) -> None:
+    """One stage's points and lines, its generations drawn from ``offset`` on."""
+    curve = stage_curve(stage)
+    if not curve:
         return
-    xs = [offset + g for g in sorted(by_generation)]
-    values = [by_generation[g] for g in sorted(by_generation)]
+    xs = [offset + generation for generation, _, _ in curve]
+    values = [v for _, v, _ in curve]
     axis.scatter([x for x, v in zip(xs, values) for _ in v], [f for v in values for f in v], s=10, alpha=0.35,
                  color="tab:blue", label=once("candidates"))
     axis.plot(xs, [sum(v) / len(v) for v in values], "-", color="0.55", lw=1, label=once("generation mean"))
     axis.plot(xs, [max(v) for v in values], "o-", color="tab:orange", ms=3, lw=1, label=once("generation best"))
-    so_far, running = [], None
-    for v in values:
-        running = max(v) if running is None else max(running, max(v))
-        so_far.append(running)
-    axis.step(xs, so_far, where="post", color="tab:red", lw=2, label=once("best so far"))
+    axis.step(xs, [so_far for _, _, so_far in curve], where="post", color="tab:red", lw=2, label=once("best so far"))
     validation = sorted((offset + v.generation, v.fitness) for v in stage.validations if v.fitness is not None)
     if validation:
         axis.plot(*zip(*validation), "s--", color="tab:green", ms=4, lw=1, label=once("validation (generation best)"))
