@@ -28,8 +28,11 @@ torch.set_num_threads(1)  # as each of the 2 actors on this 2-core machine: one 
 out, kind = Path(sys.argv[1]), sys.argv[2]
 tiny = Path(sys.argv[3])
 ps = {"method": "dare_ties", "base_model": str(tiny / "base"), "models": [str(tiny / "ja"), str(tiny / "math")]}
-fitness = ({"synthetic": "helpers:sphere_dying"} if kind == "synthetic"
-           else {"callable": "test_evolve_runs:logit_margin"})
+fitness = {"synthetic": {"synthetic": "helpers:sphere_dying"}, "model": {"callable": "test_evolve_runs:logit_margin"},
+           # 10 questions in 4 generation batches of 3, the Ray run in 3 shards per candidate; the tiny models'
+           # replies overlap the references a little, so ROUGE-L differs from candidate to candidate
+           "shards": {"benchmark": "zoo-ja-qa", "split": "fitness", "limit": 10, "metric": "rougeL",
+                      "generation": {"max_new_tokens": 12, "batch_size": 3}, "imports": ["dying_generate"]}}[kind]
 result = {}
 for backend in ("local", "ray"):
     if backend == "ray" and len(sys.argv) > 4:  # an actor (not this process) dies: set before Ray starts them
@@ -40,11 +43,15 @@ for backend in ("local", "ray"):
               "fitness": fitness, "runtime": {"workers": 1 if backend == "local" else 2, "backend": backend,
                                              "save_model": False, "plot": False, "progress": False,
                                              "devices": ["cpu"]}}
+    if kind == "shards":
+        config["runtime"]["shards"] = 3 if backend == "ray" else 1
     summary = run_evolution(config, out / backend)
     records = History(out / backend / "history.jsonl").of_type("candidate")
     result[backend] = {"best": summary["best"],
                        "candidates": sorted((r["generation"], r["index"], r["genome"], r["fitness"]) for r in records),
-                       "workers": sorted({r["worker"] for r in records})}
+                       "workers": sorted({w for r in records for w in r["worker"].split(",")}),
+                       "scores": sorted((r["generation"], r["index"], json.dumps(r.get("score"), sort_keys=True))
+                                        for r in records)}
 print("RESULT " + json.dumps(result))
 '''
 
@@ -89,3 +96,16 @@ def test_an_actor_killed_mid_candidate_loses_nothing(tmp_path):
     assert marker.exists()  # an actor process did die, in the middle of its fifth candidate
     assert result["ray"]["candidates"] == result["local"]["candidates"]  # each candidate once, none lost
     assert result["ray"]["best"] == result["local"]["best"]
+
+
+def test_sharded_candidates_give_the_serial_fitness_and_survive_a_dying_actor(tmp_path):
+    """Each candidate in 3 shards over 2 actors; one actor dies in its 5th generation batch, mid-shard."""
+    marker = tmp_path / "died"
+    result = _run(tmp_path, "shards", f"4:{marker}")
+    assert marker.exists()  # an actor process did die, in the middle of a shard
+    # every candidate once, with the unsharded fitness and summary, bit for bit
+    assert result["ray"]["candidates"] == result["local"]["candidates"] and len(result["ray"]["candidates"]) == 18
+    assert result["ray"]["scores"] == result["local"]["scores"]
+    assert result["ray"]["best"] == result["local"]["best"]
+    assert len(result["ray"]["workers"]) >= 2  # shards of candidates went to both actors
+    assert len({fitness for *_, fitness in result["ray"]["candidates"]}) > 3  # the fitness tells candidates apart

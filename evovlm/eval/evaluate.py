@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,9 @@ SAMPLE_FIELDS: dict[str, str] = {
 }
 
 
-def _settings(benchmark: Benchmark, generation: GenerationSettings | dict | None) -> GenerationSettings:
+def generation_settings(benchmark: Benchmark, generation: GenerationSettings | dict | None = None
+                        ) -> GenerationSettings:
+    """The settings :func:`evaluate` generates with: the benchmark's, with ``generation`` applied."""
     if generation is None:
         return benchmark.generation.validated()
     if isinstance(generation, GenerationSettings):
@@ -93,8 +96,6 @@ def evaluate(
     ``runner_or_model`` is a runner, or a loaded model with its ``tokenizer`` (tokenizer or processor).
     ``generation`` is full settings, or a dict of overrides of the benchmark's defaults.
     """
-    from evovlm.eval.metrics import METRICS
-
     if isinstance(runner_or_model, BaseRunner):
         runner = runner_or_model
     elif tokenizer is None:
@@ -103,7 +104,7 @@ def evaluate(
         runner = make_runner(runner_or_model, tokenizer, name=model_name)
     if limit is not None and limit < 1:
         raise EvoVLMError(f"limit must be a positive number of samples, got {limit}")
-    settings = _settings(benchmark, generation)
+    settings = generation_settings(benchmark, generation)
     samples = benchmark.samples[:limit]
     if not samples:
         raise EvoVLMError(f"benchmark {benchmark.name} has no samples")
@@ -116,11 +117,8 @@ def evaluate(
     responses = runner.answer([s.question for s in samples], settings,
                               images=[s.image for s in samples] if with_images else None, progress=progress)
     generated = time.perf_counter()
-    extra = {}
-    if benchmark.metric == "rouge-ja" and any(s.content for s in samples):
-        extra["contents"] = [s.content for s in samples]
-    summary, scored = METRICS[benchmark.metric]([s.reference for s in samples], responses,
-                                                bootstrap_seed=bootstrap_seed, n_resamples=n_resamples, **extra)
+    summary, scored = score_responses(benchmark, responses, samples=samples, bootstrap_seed=bootstrap_seed,
+                                      n_resamples=n_resamples)
     scored_at = time.perf_counter()
 
     config = settings.to_dict()
@@ -146,6 +144,20 @@ def evaluate(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "evovlm_version": __version__,
     }
+
+
+def score_responses(benchmark: Benchmark, responses: Sequence[str], *, samples: Sequence[Any] | None = None,
+                    bootstrap_seed: int = 0, n_resamples: int = 1000) -> tuple[dict, list[dict]]:
+    """(summary, per-sample scores) of ``responses`` to ``samples`` (default: all of the benchmark's), with
+    the benchmark's metric: what :func:`evaluate` computes once it has generated."""
+    from evovlm.eval.metrics import METRICS
+
+    samples = benchmark.samples if samples is None else samples
+    extra = {}
+    if benchmark.metric == "rouge-ja" and any(s.content for s in samples):
+        extra["contents"] = [s.content for s in samples]
+    return METRICS[benchmark.metric]([s.reference for s in samples], list(responses), bootstrap_seed=bootstrap_seed,
+                                     n_resamples=n_resamples, **extra)
 
 
 def write_results(results: dict, path: str | os.PathLike) -> Path:

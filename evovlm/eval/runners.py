@@ -13,7 +13,7 @@ Batched generation must reproduce one-by-one ``generate`` exactly, so:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -194,8 +194,13 @@ class BaseRunner:
         images: Sequence[Any] | None = None,
         add_special_tokens: bool = True,
         progress: bool = True,
-    ) -> list[str]:
-        """Generate a response for each fully rendered prompt; results follow the input order."""
+        batches: Collection[int] | None = None,
+    ) -> list[str | None]:
+        """Generate a response for each fully rendered prompt; results follow the input order.
+
+        ``batches``: generate only these batches (indices into the longest-first batching of all
+        ``prompts``); the other responses are None. A shard of an evaluation so made holds exactly
+        the batches, and so the responses, that the whole evaluation would have."""
         from evovlm.progress import progress_bar
 
         settings = settings.validated()
@@ -205,9 +210,13 @@ class BaseRunner:
             raise EvoVLMError(f"{len(prompts)} prompts but {len(images)} images")
         lengths = self._token_lengths(prompts, add_special_tokens)
         order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # longest first: OOM shows up at once
-        outputs: list[str] = [""] * len(prompts)
-        bar = progress_bar(total=len(prompts), desc=f"generate ({self.kind})", disable=not progress, leave=False)
-        for start in range(0, len(order), settings.batch_size):
+        outputs: list[str] = [None if batches is not None else ""] * len(prompts)
+        starts = list(range(0, len(order), settings.batch_size))
+        if batches is not None:
+            starts = [start for number, start in enumerate(starts) if number in batches]
+        bar = progress_bar(total=sum(len(order[start:start + settings.batch_size]) for start in starts),
+                           desc=f"generate ({self.kind})", disable=not progress, leave=False)
+        for start in starts:
             chunk = order[start:start + settings.batch_size]
             batch_images = [images[i] for i in chunk] if images is not None else None
             inputs = self._batch_inputs([prompts[i] for i in chunk], batch_images, add_special_tokens)
@@ -251,12 +260,13 @@ class BaseRunner:
         *,
         images: Sequence[Any] | None = None,
         progress: bool = True,
-    ) -> list[str]:
+        batches: Collection[int] | None = None,
+    ) -> list[str | None]:
         """Render ``questions`` with ``settings.template`` and generate (images go to VLMs only)."""
         rendered = self.render(questions, settings.template, with_image=images is not None)
         return self.generate(
             rendered, settings, images=images,
-            add_special_tokens=not prompts.template_emits_bos(settings.template), progress=progress,
+            add_special_tokens=not prompts.template_emits_bos(settings.template), progress=progress, batches=batches,
         )
 
     def render(self, questions: Sequence[str], template: str, *, with_image: bool = False) -> list[str]:

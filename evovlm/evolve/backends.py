@@ -105,7 +105,7 @@ def make_backend(spec: StageSpec) -> Backend:
         from evovlm.evolve.ray_backend import RayBackend
 
         return RayBackend(spec, workers=None if runtime.workers == "auto" else runtime.workers,
-                          address=runtime.ray_address)
+                          address=runtime.ray_address, shards=runtime.shards)
     devices = ["cpu"] if synthetic and runtime.devices == "auto" else resolve_devices(runtime)
     workers = runtime.workers if runtime.workers != "auto" else (1 if synthetic else len(devices))
     if workers == 1:

@@ -37,7 +37,8 @@
                                 # model is the generation best with the best validation score
     test: {benchmark: zoo-mgsm-ja, split: test, metric: acc_ja}   # optional held-out re-score
     runtime: {workers: auto, devices: auto, dtype: null, save_model: true, plot: true, keep_states: auto,
-              backend: local, ray_address: null}   # backend ray: Ray actors, on a cluster at ray_address
+              backend: local, ray_address: null,   # backend ray: Ray actors, on a cluster at ray_address
+              shards: 1}                # ray: split each candidate's benchmark into shards for free actors
 
 ``ps`` and ``dfs`` may each carry their own ``optimizer`` and ``budget`` keys, which
 override the top-level ones for that stage.
@@ -310,6 +311,9 @@ class RuntimeConfig(Section):
     # on the cluster at ray_address (host:port, or "auto"), else on a local Ray started for the run
     backend: Literal["local", "ray"] = "local"
     ray_address: Optional[str] = None
+    # ray: each candidate's benchmark is split into this many shards (at generation-batch boundaries),
+    # taken by whichever actor is free, so a generation does not wait on one slow actor's last candidate
+    shards: Count = 1
 
     @field_validator("workers", "keep_states", mode="before")
     @classmethod
@@ -384,6 +388,12 @@ class EvolveConfig(Section):
                 raise ValueError("dfs.model_a: in ps+dfs mode model A is the PS result: write model_a: ps")
         if self.mode == "ps+dfs" and not self.runtime.save_model:
             raise ValueError("ps+dfs needs runtime.save_model: true (the PS model becomes DFS's model A)")
+        if self.runtime.shards > 1:
+            if self.runtime.backend != "ray":
+                raise ValueError("runtime.shards: only the ray backend shards candidates (set runtime.backend: ray)")
+            if self.fitness.kind != "benchmark":
+                raise ValueError("runtime.shards: only a benchmark fitness can be split into shards, "
+                                 f"not a {self.fitness.kind} one")
         return self
 
     def stages(self) -> list[str]:

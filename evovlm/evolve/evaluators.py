@@ -42,6 +42,8 @@ class Task:
     index: int
     role: str
     genes: list[float]
+    shard: int = 0  # with shards > 1: this task generates only shard ``shard`` of the candidate's fitness set
+    shards: int = 1
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Outcome:
     merge_s: float = 0.0
     eval_s: float = 0.0
     worker: str = ""
+    responses: dict[int, str] | None = None  # a shard's responses by sample index (no fitness yet)
 
 
 @dataclass
@@ -109,6 +112,7 @@ class Evaluator:
     def __init__(self, spec: StageSpec) -> None:
         self.spec = spec
         self.worker = f"{os.uname().nodename}:{os.getpid()}"
+        self._applied: tuple[float, ...] | None = None
 
     def apply(self, genes: np.ndarray) -> None:
         """Make the live model the candidate (merge / set path)."""
@@ -116,14 +120,25 @@ class Evaluator:
     def score(self, role: str, genes: np.ndarray) -> tuple[float, dict | None, str | None]:
         raise NotImplementedError
 
+    def shard_responses(self, role: str, shard: int, shards: int) -> dict[int, str]:
+        raise FatalEvaluationError("only a model scored on a benchmark can be evaluated in shards")
+
     def evaluate(self, task: Task) -> Outcome:
         outcome = Outcome(task.generation, task.index, task.role, worker=self.worker)
         started = time.perf_counter()
         try:
             genes = np.asarray(task.genes, dtype=float)
-            self.apply(genes)
+            if tuple(task.genes) != self._applied:  # the next shard of the same candidate needs no re-merge
+                self._applied = None
+                self.apply(genes)
+                self._applied = tuple(task.genes)
             merged = time.perf_counter()
             outcome.merge_s = merged - started
+            if task.shards > 1:
+                outcome.responses = self.shard_responses(task.role, task.shard, task.shards)
+                outcome.eval_s = time.perf_counter() - merged
+                outcome.wall_s = time.perf_counter() - started
+                return outcome
             fitness, outcome.score, outcome.metric = self.score(task.role, genes)
             outcome.eval_s = time.perf_counter() - merged
             if fitness is None or not math.isfinite(float(fitness)):
@@ -176,10 +191,20 @@ class _ModelEvaluator(Evaluator):
 
         return load_runner(resolve_model_path(ref), device=self.device, dtype=self.spec.config.runtime.dtype)
 
-    def score(self, role: str, genes: np.ndarray) -> tuple[float, dict | None, str | None]:
+    def _scorer(self, role: str):
         if role not in self._scorers:
             self._scorers[role] = make_scorer(self.spec.fitness_for(role), role)
-        return self._scorers[role](self.runner)
+        return self._scorers[role]
+
+    def score(self, role: str, genes: np.ndarray) -> tuple[float, dict | None, str | None]:
+        return self._scorer(role)(self.runner)
+
+    def shard_responses(self, role: str, shard: int, shards: int) -> dict[int, str]:
+        scorer = self._scorer(role)
+        if not isinstance(scorer, BenchmarkScorer):
+            raise FatalEvaluationError(f"{role}: only a benchmark fitness can be evaluated in shards, "
+                                       f"not a callable")
+        return scorer.shard_responses(self.runner, shard, shards)
 
 
 class PSEvaluator(_ModelEvaluator):
@@ -233,7 +258,8 @@ def load_causal_lm(ref: str, device: Any, dtype: Any):
 
 # -- scorers ---------------------------------------------------------------------------------
 def make_scorer(fitness: FitnessConfig, section: str = "fitness"):
-    """``scorer(runner) -> (fitness, summary, metric)`` for one fitness section."""
+    """``scorer(runner) -> (fitness, summary, metric)`` for one fitness section (a :class:`BenchmarkScorer`
+    for a benchmark, which can also score a candidate in shards)."""
     if fitness.kind == "callable":
         function = import_callable(fitness.callable, "callable")
 
@@ -243,23 +269,63 @@ def make_scorer(fitness: FitnessConfig, section: str = "fitness"):
         return call
     if fitness.kind != "benchmark":
         raise FatalEvaluationError("a synthetic objective cannot score a model")
-    try:
-        bench = load_fitness_benchmark(fitness, section)
-    except EvoVLMError as exc:  # every candidate would fail on it
-        raise FatalEvaluationError(str(exc)) from None
-    metric = fitness.metric or DEFAULT_METRIC.get(bench.metric, "acc_ja")
-    weights = metric if isinstance(metric, dict) else {metric: 1.0}
-    label = metric if isinstance(metric, str) else " + ".join(
-        key if weight == 1 else f"{weight:g}*{key}" for key, weight in weights.items())
+    return BenchmarkScorer(fitness, section)
 
-    def run(runner: Any) -> tuple[float, dict | None, str | None]:
-        from evovlm.eval.evaluate import evaluate
 
-        summary = evaluate(runner, bench, generation=fitness.generation or None, progress=False)["summary"]
-        missing = [key for key in weights if key not in summary]
+class BenchmarkScorer:
+    """A fitness section's benchmark, metric and generation settings.
+
+    Called with a runner, it generates on the whole fitness set and scores. In shards, each shard
+    generates a share of the generation batches (:func:`shard_batches`) and :meth:`combine` scores
+    all the responses at once, so a sharded fitness equals the unsharded one bit for bit: the same
+    batches produce the same responses, and the same function scores them.
+    """
+
+    def __init__(self, fitness: FitnessConfig, section: str) -> None:
+        from evovlm.eval.evaluate import generation_settings
+
+        try:
+            self.bench = load_fitness_benchmark(fitness, section)
+            self.settings = generation_settings(self.bench, fitness.generation or None)
+        except EvoVLMError as exc:  # every candidate would fail on it
+            raise FatalEvaluationError(str(exc)) from None
+        metric = fitness.metric or DEFAULT_METRIC.get(self.bench.metric, "acc_ja")
+        self.weights = metric if isinstance(metric, dict) else {metric: 1.0}
+        self.label = metric if isinstance(metric, str) else " + ".join(
+            key if weight == 1 else f"{weight:g}*{key}" for key, weight in self.weights.items())
+
+    def __call__(self, runner: Any) -> tuple[float, dict | None, str | None]:
+        return self.combine(dict(enumerate(self._answer(runner, None))))
+
+    def _answer(self, runner: Any, batches: range | None) -> list[str | None]:
+        samples = self.bench.samples
+        images = [s.image for s in samples] if self.bench.kind == "vqa" else None
+        return runner.answer([s.question for s in samples], self.settings, images=images, progress=False,
+                             batches=batches)
+
+    def shard_responses(self, runner: Any, shard: int, shards: int) -> dict[int, str]:
+        responses = self._answer(runner, shard_batches(len(self.bench.samples), self.settings.batch_size, shard,
+                                                       shards))
+        return {index: response for index, response in enumerate(responses) if response is not None}
+
+    def combine(self, responses: dict[int, str]) -> tuple[float, dict | None, str | None]:
+        """The fitness of a candidate from all its responses (by sample index)."""
+        from evovlm.eval.evaluate import score_responses
+
+        missing = [index for index in range(len(self.bench.samples)) if index not in responses]
         if missing:
+            raise ValueError(f"no response to {len(missing)} of the {len(self.bench.samples)} fitness samples")
+        summary, _ = score_responses(self.bench, [responses[index] for index in range(len(self.bench.samples))])
+        missing_keys = [key for key in self.weights if key not in summary]
+        if missing_keys:
             keys = [k for k in summary if not k.endswith(("_ci_low", "_ci_high"))]
-            raise FatalEvaluationError(f"metric {missing[0]!r} is not in the {bench.name} summary; "
+            raise FatalEvaluationError(f"metric {missing_keys[0]!r} is not in the {self.bench.name} summary; "
                                        f"available: {', '.join(keys)}")
-        return sum(weight * float(summary[key]) for key, weight in weights.items()), summary, label
-    return run
+        return sum(weight * float(summary[key]) for key, weight in self.weights.items()), summary, self.label
+
+
+def shard_batches(samples: int, batch_size: int, shard: int, shards: int) -> range:
+    """The generation batches (of ``ceil(samples / batch_size)``) that shard ``shard`` of ``shards`` generates:
+    contiguous, every batch in exactly one shard, sizes differing by at most one batch."""
+    batches = -(-samples // batch_size)
+    return range(shard * batches // shards, (shard + 1) * batches // shards)

@@ -1,0 +1,27 @@
+"""Imported by a fitness section (``imports``) in the sharded Ray test: with $EVOVLM_TEST_DIE = "N:FILE",
+the first process to start its N-th generation batch writes FILE and kills itself, mid-shard, as a
+crashed GPU worker would (once: FILE marks it done). Without the variable nothing changes."""
+
+import os
+from pathlib import Path
+
+from evovlm.eval.runners import BaseRunner
+from helpers import DIE_ENV
+
+_generate_batch = BaseRunner._generate_batch
+_batches = 0
+
+
+def _dying_generate_batch(self, inputs, settings):
+    global _batches
+    die = os.environ.get(DIE_ENV)
+    if die:
+        count, _, marker = die.partition(":")
+        if _batches == int(count) and not Path(marker).exists():
+            Path(marker).write_text(f"{os.getpid()}\n", encoding="utf-8")
+            os._exit(1)
+    _batches += 1
+    return _generate_batch(self, inputs, settings)
+
+
+BaseRunner._generate_batch = _dying_generate_batch
