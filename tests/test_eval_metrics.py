@@ -247,6 +247,16 @@ def test_content_scoring_needs_the_right_value_and_no_wrong_one():
     assert "content" not in score_rouge_ja(refs, preds, n_resamples=50)[0]
 
 
+def test_content_ja_can_demand_the_value_in_japanese():
+    spec = {"accepted": ["赤", "red"], "accepted_ja": ["赤"], "wrong": ["青", "blue", "2"]}
+    preds = ["答えは赤です。", "答えはredです。", "The answer is red.", "丸=赤; 答えは赤です。2", "答えは青です。"]
+    _, samples = score_rouge_ja(["答えは赤です。"] * 5, preds, contents=[spec] * 5, n_resamples=10)
+    # by hand: any-language content names 赤 or red and no wrong value; content_ja needs 赤 in a Japanese reply
+    assert [s["content"] for s in samples] == [True, True, True, False, False]
+    assert [s["pred_is_ja"] for s in samples] == [True, True, False, True, True]
+    assert [s["content_ja"] for s in samples] == [True, False, False, False, False]
+
+
 # --- aggregation ---------------------------------------------------------------------
 
 

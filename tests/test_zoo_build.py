@@ -106,8 +106,11 @@ def test_report_measures_every_row_and_criterion(quick_zoo, tmp_path, capsys):
     out = tmp_path / "report.json"
     assert main(["zoo", "report", "--zoo", str(quick_zoo), "--limit", "2", "--quiet", "--out", str(out)]) in (0, 1)
     report = json.loads(out.read_text())
-    assert len(report["rows"]) == 13 and all(row["n"] == 2 for row in report["rows"])
-    assert len(report["checks"]) == 7
+    assert len(report["rows"]) == 15 and all(row["n"] == 2 for row in report["rows"])
+    assert len(report["checks"]) == 9
+    blind = [row["model"] for row in report["rows"] if row["benchmark"] == "zoo-vqa-ja"]
+    assert blind[2].startswith("best fixed reply: ")
+    assert blind[-1] == "oracle: VLM inside, JA output blocks on a blank image"
     assert "| criterion | result | numbers |" in capsys.readouterr().out
     assert report["split"] == "test"
     assert main(["zoo", "report", "--zoo", str(tmp_path)]) == 2  # not a zoo: a clear error
@@ -122,8 +125,8 @@ def test_report_measures_every_row_and_criterion(quick_zoo, tmp_path, capsys):
 def test_build_settings_changes_are_typed_and_checked(tmp_path, capsys):
     from evovlm.zoo.build import ZooSettings
 
-    changed = ZooSettings().with_changes(["ja_steps=1600", "ja_lr=1e-4", "vlm_ja_work=all"])
-    assert (changed.ja_steps, changed.ja_lr, changed.vlm_ja_work) == (1600, 1e-4, "all")
+    changed = ZooSettings().with_changes(["ja_steps=1600", "ja_lr=1e-4", "vlm_ja_work=count"])
+    assert (changed.ja_steps, changed.ja_lr, changed.vlm_ja_work) == (1600, 1e-4, "count")
     assert changed.math_steps == ZooSettings().math_steps
     refused = (("bogus=1", "one of hidden"), ("ja_steps=many", "ja_steps takes a value of type int"),
                ("ja_steps", "NAME=VALUE"))
@@ -169,14 +172,18 @@ def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zo
     out = tmp_path / "runs"
     result = zoo_evolution(quick_zoo, out, budget=budget, limit=3, progress=False, log=lambda _: None)
     assert json.loads((out / "table.json").read_text(encoding="utf-8")) == result
-    for run in ("ps-dfs/ps", "ps-dfs/dfs", "dfs", "vlm"):
+    for run in ("ps-dfs/ps", "ps-dfs/dfs", "dfs", "vlm", "vlm-rouge"):
         assert (out / run / "result.json").is_file() and (out / run / "model" / "config.json").is_file()
     rows = {(row["model"], row["benchmark"]): row for row in result["rows"]}
     for name in ("base", "ja", "math", PS_ROW, DFS_ROW, HYBRID_ROW):
         assert rows[name, "zoo-mgsm-ja"]["n"] == 3
     assert set(rows[VLM_ROW, "zoo-vqa-ja"]) >= {"rougeL_ja", "content_ja", "content"}
     assert [item["criterion"] for item in result["checks"]] == [item["criterion"] for item in evolution_checks(
-        result["rows"])] and len(result["checks"]) == 6
+        result["rows"])] and len(result["checks"]) == 9
+    from evovlm.io.yamlfile import read_yaml_file
+
+    vlm_config = read_yaml_file(out / "vlm" / "config.yaml", "config")
+    assert vlm_config["fitness"]["metric"] == {"content_ja": 1.0, "rougeL_ja": 0.45}  # 0.9 / 2 problems
     table = format_table(result)
     assert f"| {PS_ROW} | {rows[PS_ROW, 'zoo-mgsm-ja']['acc_ja']} |" in table and "| claim | result |" in table
 
@@ -222,10 +229,18 @@ def test_sign_test_and_beats_claims_on_hand_counted_rows():
                     "1" * ps_right + "0" * (500 - ps_right) if "PS" in name else rest) for name in names]
         rows[1] = row("ja", "1111" + "0" * 496)
         rows.append(row(DFS_ROW, dfs_bits))
-        rows += [{"model": name, "benchmark": "zoo-vqa-ja", "rougeL_ja": value, "content_ja": value}
-                 for name, value in (("vlm", 0.0), ("evolved VLM (PS)", 50.0),
-                                     ("oracle: VLM inside, JA output blocks", 40.0))]
+        rows += vqa_rows
         return {c["criterion"]: c for c in evolution_checks(rows)}
+
+    # VLM rows: 10 questions, content_ja per question by hand
+    def vqa(model, bits, content=None):
+        value = 100 * bits.count("1") / len(bits)
+        return {"model": model, "benchmark": "zoo-vqa-ja", "n": len(bits), "rougeL_ja": 50.0, "content_ja": value,
+                "content": value if content is None else content, "correct_ja": bits}
+
+    vqa_rows = [vqa("vlm", "0" * 10, content=90.0), vqa("ja", "1" + "0" * 9),
+                vqa("best fixed reply: 丸=1; 答えは1です。", "0" * 9 + "1"),
+                vqa("evolved VLM (PS)", "1" * 9 + "0"), vqa("evolved VLM (PS) on a blank image", "0" * 10)]
 
     checks = table("0000" + "111111" + "0" * 490)  # 6 right, none shared with ja's 4: 6 won, 4 lost
     assert not checks["DFS beats every source"]["passed"]
@@ -239,3 +254,19 @@ def test_sign_test_and_beats_claims_on_hand_counted_rows():
     assert table("0" * 500)[recovered]["passed"]  # PS = oracle: 100%
     assert table("0" * 500, ps_right=321)[recovered]["passed"]  # PS 64.2: (64.2 - 0.8) / 79.2 = 0.8005
     assert not table("0" * 500, ps_right=320)[recovered]["passed"]  # PS 64.0: 0.798
+
+    # evolved VLM 90 content_ja: >= 80, within 5 of the VLM's 90 content, 80 points above every blind row;
+    # closest: the fixed reply, right on the last question only: 9 won, 1 lost, p = (10 + 1) / 2^10
+    checks = table("0" * 500)
+    assert checks["evolved VLM >= 80% content_ja on zoo-vqa-ja"]["passed"]
+    assert checks["evolved VLM keeps its sight: content_ja within 5 points of the source VLM's content "
+                  "(any language)"]["passed"]
+    beat = checks["evolved VLM (PS) beats the VLM and every blind baseline on zoo-vqa-ja content_ja"]
+    assert beat["passed"] and "9 problems won, 1 lost, p = 0.011" in beat["numbers"], beat
+    assert checks["evolved VLM (PS) >= 40 points of content_ja above every blind baseline"]["passed"]
+    assert checks["no fixed reply names the right value on more than 1/k = 10% of zoo-vqa-ja"]["passed"]
+    vqa_rows[0]["content"] = 96.0  # the merge now sees worse than the VLM: 90 < 96 - 5
+    assert not table("0" * 500)["evolved VLM keeps its sight: content_ja within 5 points of the source VLM's "
+                                "content (any language)"]["passed"]
+    vqa_rows[4] = vqa("evolved VLM (PS) on a blank image", "1" * 6 + "0" * 4)  # 60: only 30 points below
+    assert not table("0" * 500)["evolved VLM (PS) >= 40 points of content_ja above every blind baseline"]["passed"]

@@ -104,6 +104,30 @@ def test_vqa_samples_carry_images_references_and_content():
         assert any(value in sentence for value in accepted)
 
 
+@pytest.mark.parametrize("name", ["zoo-vqa-ja", "zoo-vqa-en"])
+def test_vqa_answers_are_balanced_so_no_constant_reply_beats_one_in_k(name):
+    import collections
+
+    from evovlm.eval.metrics import score_rouge_ja
+
+    bench = load_benchmark(name, split="dev")
+    language = name[-2:]
+    answers = collections.Counter(sample.content["accepted_ja"][0] for sample in bench.samples)
+    k = len(scenes.ANSWERS)  # 5 colours and the counts 0-4
+    assert k == 10 and len(answers) == k and set(answers.values()) == {len(bench.samples) // k}
+    references = [sample.reference for sample in bench.samples]
+    contents = [sample.content for sample in bench.samples]
+    values = [c[1] if language == "ja" else c[0] for c in scenes.SCENE_COLOURS] + list(scenes.COUNTS)
+    for value in values:  # each names one answer: right on exactly 1/k of the questions
+        reply = world.answer_sentence(value, language)
+        summary, _ = score_rouge_ja(references, [reply] * len(references), contents=contents, n_resamples=1)
+        assert summary["content"] == pytest.approx(100 / k)
+    # a reply hedging across kinds (a colour and a count) is never right
+    hedged = ["丸=1; 答えは赤です。"] * len(references)
+    summary, _ = score_rouge_ja(references, hedged, contents=contents, n_resamples=1)
+    assert summary["content"] == 0.0
+
+
 def test_colour_questions_ask_about_a_unique_shape_and_counts_are_right():
     rng = random.Random(5)
     for _ in range(300):

@@ -157,7 +157,8 @@ def score_rouge_ja(
     ``contents`` optionally gives each sample's ``{"accepted": [...], "wrong": [...]}`` values
     (e.g. the right and wrong colours, in any language). Then ``content`` (the reply names the
     right value and no wrong one) and ``content_ja`` (the same, in a Japanese reply) are scored too:
-    ROUGE alone rewards a reply that is merely Japanese-shaped.
+    ROUGE alone rewards a reply that is merely Japanese-shaped. An optional ``"accepted_ja"`` list
+    narrows what ``content_ja`` accepts: "答えはredです。" is a Japanese reply, not a Japanese answer.
     """
     _check_lengths("references", references, predictions)
     samples = [rouge_ja_sample(ref, pred) for ref, pred in zip(references, predictions)]
@@ -166,8 +167,11 @@ def score_rouge_ja(
         _check_lengths("content specs", contents, predictions)
         if all(spec is not None for spec in contents):
             for record, prediction, spec in zip(samples, predictions, contents):
-                record["content"] = content_correct(prediction, spec["accepted"], spec.get("wrong", ()))
-                record["content_ja"] = record["content"] and record["pred_is_ja"]
+                wrong = spec.get("wrong", ())
+                record["content"] = content_correct(prediction, spec["accepted"], wrong)
+                named_ja = (record["content"] if spec.get("accepted_ja") is None
+                            else content_correct(prediction, spec["accepted_ja"], wrong))
+                record["content_ja"] = named_ja and record["pred_is_ja"]
             names += ["content", "content_ja"]
     columns = {name: [100.0 * s[name] if isinstance(s[name], bool) else s[name] for s in samples] for name in names}
     return _summarise(columns, seed=bootstrap_seed, n_resamples=n_resamples), samples

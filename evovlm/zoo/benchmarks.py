@@ -32,19 +32,19 @@ ZOO_TEXT_SETTINGS = GenerationSettings(template="zoo-qa", max_new_tokens=40, bat
 # char-level prompt, which would forbid the model to reuse any letter of the question.
 ZOO_VQA_SETTINGS = GenerationSettings(template="zoo-qa", max_new_tokens=24, batch_size=32)
 
-# A draw returns (question text, Sample without id); the key dedups by question (and image).
-Draw = Callable[[random.Random], tuple[str, Sample]]
+# A draw of row ``index`` returns (question text, Sample without id); the key dedups by question (and image).
+Draw = Callable[[random.Random, int], tuple[str, Sample]]
 
 
 def _math_draw(language: str) -> Draw:
-    def draw(rng: random.Random) -> tuple[str, Sample]:
+    def draw(rng: random.Random, index: int) -> tuple[str, Sample]:
         problem = world.word_problem(rng, language)
         return problem.question, Sample(id="", question=problem.question, reference=str(problem.answer))
 
     return draw
 
 
-def _ja_qa_draw(rng: random.Random) -> tuple[str, Sample]:
+def _ja_qa_draw(rng: random.Random, index: int) -> tuple[str, Sample]:
     instruction = world.japanese_instruction(rng)
     content = {"accepted": [instruction.value], "wrong": list(instruction.wrong)}
     return instruction.question, Sample(id="", question=instruction.question, reference=instruction.answer,
@@ -52,12 +52,15 @@ def _ja_qa_draw(rng: random.Random) -> tuple[str, Sample]:
 
 
 def _vqa_draw(language: str) -> Draw:
-    def draw(rng: random.Random) -> tuple[str, Sample]:
-        scene = scenes.random_scene(rng)
-        question = scenes.visual_question(rng, scene, language)
+    """Balanced: row i answers ``scenes.ANSWERS[i % k]``, so no constant reply names the right value
+    of more than 1/k of any split whose size is a multiple of k (every standard one)."""
+    def draw(rng: random.Random, index: int) -> tuple[str, Sample]:
+        scene, question = scenes.question_with_answer(rng, language, scenes.ANSWERS[index % len(scenes.ANSWERS)])
         ref = scenes.scene_ref(scene)
-        # the value must be named in the benchmark's language: "答えはredです。" is not a Japanese answer
-        content = {"accepted": [question.value_ja if language == "ja" else question.value_en],
+        # content: the value in any language; content_ja: the value named in the benchmark's language
+        # ("答えはredです。" is a Japanese reply, not a Japanese answer)
+        content = {"accepted": sorted({question.value_ja, question.value_en}),
+                   "accepted_ja": [question.value_ja if language == "ja" else question.value_en],
                    "wrong": sorted(set(question.wrong_ja) | set(question.wrong_en))}
         sample = Sample(id="", question=question.question, reference=scenes.vqa_reply(question, language),
                         image=scenes.render(scene), image_ref=ref, content=content)
@@ -72,7 +75,7 @@ def _standard_splits(name: str) -> dict[str, tuple[tuple[str, Sample], ...]]:
     return _draw_splits(name, _DRAWS[name][0])
 
 
-def _draw_splits(name: str, draw: Callable[[random.Random], tuple[str, object]]) -> dict[str, tuple]:
+def _draw_splits(name: str, draw: Callable[[random.Random, int], tuple[str, object]]) -> dict[str, tuple]:
     seen: set[str] = set()
     splits = {}
     for split, size in SPLITS.items():
@@ -92,7 +95,7 @@ def reference_replies(name: str, split: str) -> tuple[str, ...]:
         raise EvoVLMError(f"reference replies exist for the splits {', '.join(SPLITS)} of "
                           f"{', '.join(languages)}; got {name} {split}")
 
-    def draw(rng: random.Random) -> tuple[str, world.Problem]:
+    def draw(rng: random.Random, index: int) -> tuple[str, world.Problem]:
         problem = world.word_problem(rng, languages[name])
         return problem.question, problem
 
@@ -108,7 +111,7 @@ def _draw_unique(draw: Draw, rng: random.Random, size: int, seen: set[str]) -> l
         attempts += 1
         if attempts > size * 50:
             raise RuntimeError("the generator keeps repeating questions; its space is too small")
-        key, sample = draw(rng)
+        key, sample = draw(rng, len(rows))
         if key in seen:
             continue
         seen.add(key)

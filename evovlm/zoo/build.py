@@ -62,10 +62,10 @@ class ZooSettings:
     math_steps: int = 1200  # phase 1 (inner blocks)
     math_output_steps: int = 600  # phase 2 (output blocks)
     math_ja_share: float = 0.3  # Japanese problems: work only in phase 1, English replies in phase 2
-    vlm_steps: int = 1200
+    vlm_steps: int = 3000  # 1,200 with Japanese colour work cost the English task 17 points (run 16)
     vlm_output_steps: int = 400
-    vlm_ja_share: float = 0.3  # Japanese questions: count work only in phase 1, English replies in phase 2
-    vlm_ja_work: str = "count"  # "all": Japanese colour work too, Japanese sentence as context (runs 15-16)
+    vlm_ja_share: float = 0.3  # Japanese questions: their work in phase 1, English replies in phase 2
+    vlm_ja_work: str = "all"  # Japanese colour work (丸=赤) too; "count": digits only (runs 15-16, 37)
     finetune_lr: float = 1e-3
     threads: int = 0  # torch threads; 0 keeps torch's default
 
@@ -208,11 +208,12 @@ def _ja_examples(reserved: frozenset[str]):
 def _vqa_example(rng: random.Random, phase: str, ja_share: float, ja_work: str = "count"):
     """(scene, question, work, sentence) for one VLM training example.
 
-    Phase "inner": English questions with their work (``circle=red; ``) and Japanese count
-    questions with theirs (``丸=2; ``, digits carry no language); the English sentence follows
-    as context only, never as a target, held to the untrained VLM's predictions.
-    ``ja_work="all"`` (runs 15-16 of the zoo README) adds Japanese colour work (``丸=赤; ``) with
-    the Japanese sentence as context: the oracle's ROUGE-L-ja passes, the VLM's English drops.
+    Phase "inner": English questions with their work (``circle=red; ``) and Japanese questions
+    with theirs (``丸=赤; ``, ``丸=2; ``): the work is in the question's language, so the JA
+    expert's output blocks find a Japanese value to copy. The sentence follows as context only
+    (the question's language), never as a target, held to the untrained VLM's predictions.
+    ``ja_work="count"`` keeps only the Japanese count questions (digits carry no language):
+    the design before run 37, whose oracle could not name colours in Japanese.
     Phase "output": English replies to English and Japanese questions.
     """
     scene = scenes.random_scene(rng)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 from evovlm.argtypes import count
@@ -48,6 +49,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     evolve.add_argument("--limit", type=count(1), default=None,
                         help="score only the first N test problems in the table (searches use the fitness split)")
     evolve.add_argument("--data-seed", type=count(0), default=None, help="score the table on a fresh draw")
+    evolve.add_argument("--split", choices=("dev", "test"), default=None,
+                        help="score the table on this split (default test; dev while designing)")
+    evolve.add_argument("--half", choices=("text", "vlm"), default=None,
+                        help="only the text runs (ps-dfs, dfs) or only the VLM runs (vlm, vlm-rouge) and their rows")
     evolve.add_argument("--install", action="store_true",
                         help="copy the evolved PS and VLM models into the zoo folder as evollm and evovlm")
     evolve.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -86,9 +91,9 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _built_zoo(zoo: Path | None) -> Path:
+def _built_zoo(zoo: Path | None, needed: Collection[str] = MODELS) -> Path:
     zoo = zoo or DEFAULT_OUT
-    missing = [name for name in MODELS if not (zoo / name / "config.json").is_file()]
+    missing = [name for name in MODELS if name in needed and not (zoo / name / "config.json").is_file()]
     if missing:
         raise EvoVLMError(f"{zoo} lacks {', '.join(missing)}: build the zoo first (`evovlm zoo build`)")
     return zoo
@@ -97,9 +102,17 @@ def _built_zoo(zoo: Path | None) -> Path:
 def _evolve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from evovlm.zoo.evolution import EvolveBudget, format_table, install_models, zoo_evolution
+    from evovlm.zoo.evolution import (
+        RUN_NAMES,
+        TEXT_RUNS,
+        VLM_RUNS,
+        EvolveBudget,
+        format_table,
+        install_models,
+        zoo_evolution,
+    )
 
-    zoo = _built_zoo(args.zoo)
+    zoo = _built_zoo(args.zoo, {"text": ("base", "ja", "math"), "vlm": ("base", "ja", "vlm")}.get(args.half, MODELS))
     budget = EvolveBudget()
     if args.ps_trials:
         budget = replace(budget, ps_trials=args.ps_trials)
@@ -107,12 +120,16 @@ def _evolve(args: argparse.Namespace) -> int:
         budget = replace(budget, dfs_generations=args.dfs_generations)
     if args.dfs_workers:
         budget = replace(budget, dfs_workers=args.dfs_workers)
+    if args.data_seed is not None and args.split is not None:
+        raise EvoVLMError("--data-seed draws a fresh set; it cannot be combined with --split")
+    runs = {"text": TEXT_RUNS, "vlm": VLM_RUNS, None: RUN_NAMES}[args.half]
     result = zoo_evolution(zoo, args.out, seed=args.seed, budget=budget, resume=args.resume,
-                           data_seed=args.data_seed, limit=args.limit, progress=not args.quiet)
+                           data_seed=args.data_seed, limit=args.limit, split=args.split or "test", runs=runs,
+                           progress=not args.quiet)
     print(format_table(result))
     print(f"runs and table.json: {args.out}")
     if args.install:
-        for name, path in install_models(args.out, zoo).items():
+        for name, path in install_models(args.out, zoo, runs).items():
             print(f"zoo:{name}: {path}")
     return 0 if all(item["passed"] for item in result["checks"]) else 1
 

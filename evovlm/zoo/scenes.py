@@ -87,8 +87,17 @@ def render(scene: tuple[Shape, ...], size: int = IMAGE_SIZE) -> Image.Image:
     return image
 
 
+COUNTS = tuple(str(n) for n in range(GRID * GRID)[:5])  # 0-4: a scene holds at most 4 shapes
+# Every answer a question can have, colours then counts: the k of "no constant reply beats 1/k".
+ANSWERS = tuple(c[0] for c in SCENE_COLOURS) + COUNTS
+
+
 def visual_question(rng: random.Random, scene: tuple[Shape, ...], language: str) -> VisualQuestion:
-    """A colour question about a shape that occurs once, else a count question."""
+    """A colour question about a shape that occurs once, else a count question.
+
+    A reply that names any other answer (another colour, or any count for a colour question) is
+    wrong, so a reply that hedges across kinds (``丸=1; 答えは赤です。``) is never right.
+    """
     counts = [sum(shape.kind == kind for shape in scene) for kind in range(len(SHAPES))]
     unique = [shape for shape in scene if counts[shape.kind] == 1]
     if unique and rng.random() < 0.5:
@@ -98,13 +107,27 @@ def visual_question(rng: random.Random, scene: tuple[Shape, ...], language: str)
         question = f"What color is the {en_name}?" if language == "en" else f"{ja_name}は何色ですか？"
         others = [c for c in SCENE_COLOURS if c[1] != value_ja]
         return VisualQuestion(question, language, "colour", en_name, ja_name, value_en, value_ja,
-                              tuple(c[1] for c in others), tuple(c[0] for c in others))
+                              tuple(c[1] for c in others) + COUNTS, tuple(c[0] for c in others) + COUNTS)
     kind = rng.randrange(len(SHAPES))
     en_name, en_plural, ja_name = SHAPES[kind]
     count = str(counts[kind])
     question = f"How many {en_plural} are there?" if language == "en" else f"{ja_name}はいくつありますか？"
-    wrong = tuple(str(n) for n in range(0, 5) if str(n) != count)
-    return VisualQuestion(question, language, "count", en_name, ja_name, count, count, wrong, wrong)
+    wrong = tuple(n for n in COUNTS if n != count)
+    return VisualQuestion(question, language, "count", en_name, ja_name, count, count,
+                          wrong + tuple(c[1] for c in SCENE_COLOURS), wrong + tuple(c[0] for c in SCENE_COLOURS))
+
+
+def question_with_answer(rng: random.Random, language: str, answer: str) -> tuple[tuple[Shape, ...], VisualQuestion]:
+    """A scene and question whose answer is ``answer`` (an English colour or a count, one of
+    :data:`ANSWERS`): draws from the training distribution until one has it, so the scenes are
+    that distribution conditioned on the answer."""
+    if answer not in ANSWERS:
+        raise ValueError(f"no question answers {answer!r}; answers are {', '.join(ANSWERS)}")
+    while True:
+        scene = random_scene(rng)
+        question = visual_question(rng, scene, language)
+        if question.value_en == answer:
+            return scene, question
 
 
 def vqa_work(question: VisualQuestion, language: str) -> str:
