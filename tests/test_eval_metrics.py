@@ -257,6 +257,21 @@ def test_content_ja_can_demand_the_value_in_japanese():
     assert [s["content_ja"] for s in samples] == [True, False, False, False, False]
 
 
+def test_content_can_count_every_other_number_wrong():
+    colour = {"accepted": ["赤", "red"], "wrong": ["青", "2"], "other_numbers_wrong": True}
+    count = {"accepted": ["3"], "wrong": ["赤"], "other_numbers_wrong": True}
+    preds = ["丸=赤; 答えは赤です。", "丸=赤; 答えは8です。", "丸=3; 答えは3です。", "丸=3; 答えは13です。",
+             "丸=3; 答えは3です。"]
+    specs = [colour, colour, count, count, {**count, "other_numbers_wrong": False, "wrong": []}]
+    _, samples = score_rouge_ja(["答えは赤です。"] * 5, preds, contents=specs, n_resamples=10)
+    # by hand: 8 is no listed wrong value but a number the colour answer does not accept; 13 is not 3;
+    # the last reply has no numbers beyond the accepted 3 either way
+    assert [s["content"] for s in samples] == [True, False, True, False, True]
+    loose = dict(colour, other_numbers_wrong=False)
+    _, samples = score_rouge_ja(["答えは赤です。"], ["丸=赤; 答えは8です。"], contents=[loose], n_resamples=10)
+    assert samples[0]["content"] is True  # what the flag closes
+
+
 # --- aggregation ---------------------------------------------------------------------
 
 

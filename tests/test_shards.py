@@ -72,3 +72,20 @@ def test_shards_need_ray_and_a_benchmark(runtime, fitness, words):
     with pytest.raises(EvoVLMError, match=words):
         config_from_dict({"mode": "ps", "ps": {"base_model": str(TINY / "base"), "models": [str(TINY / "ja")]},
                           "fitness": fitness, "runtime": runtime})
+
+
+def test_the_utilisation_benchmark_keeps_8_heterogeneous_actors_busy_with_shards():
+    """benchmarks/tail_bench.py (issue 17): 8 actors whose speeds differ up to 3x; whole candidates leave an
+    idle tail, candidate x shard pieces keep them >= 90% busy."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "tail_bench.py")], capture_output=True, text=True,
+                         check=True).stdout
+    rows = {cells[0]: float(cells[2].rstrip("%")) for line in out.splitlines() if line.startswith("| ")
+            and (cells := [cell.strip() for cell in line.strip("|").split("|")])[0][0].isdigit()}
+    assert rows["8"] >= 90.0 > rows["1 (whole candidates)"], out
+    assert re.search(r"8 actors, speeds drawn in \[1, 3\]", out)

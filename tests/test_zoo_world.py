@@ -126,6 +126,10 @@ def test_vqa_answers_are_balanced_so_no_constant_reply_beats_one_in_k(name):
     hedged = ["丸=1; 答えは赤です。"] * len(references)
     summary, _ = score_rouge_ja(references, hedged, contents=contents, n_resamples=1)
     assert summary["content"] == 0.0
+    # nor is a right colour whose sentence states a number no scene has (zoo:evovlm did this, run 43)
+    for reply in ("丸=赤; 答えは8です。", "circle=red; The answer is 8."):
+        summary, _ = score_rouge_ja(references, [reply] * len(references), contents=contents, n_resamples=1)
+        assert summary["content"] == 0.0
 
 
 def test_colour_questions_ask_about_a_unique_shape_and_counts_are_right():

@@ -138,8 +138,14 @@ def _mentions(text: str, value: str) -> bool:
     return value.lower() in text.lower()
 
 
-def content_correct(prediction: str, accepted: Sequence[str], wrong: Sequence[str]) -> bool:
-    """The reply names an accepted value and none of the wrong ones (listing every colour fails)."""
+def content_correct(prediction: str, accepted: Sequence[str], wrong: Sequence[str],
+                    other_numbers_wrong: bool = False) -> bool:
+    """The reply names an accepted value and none of the wrong ones (listing every colour fails).
+
+    ``other_numbers_wrong``: any number in the reply that is not accepted is wrong too, so a
+    colour answer closed by "答えは8です。" fails although 8 is no answer the question can have."""
+    if other_numbers_wrong and any(number not in accepted for number in re.findall(r"\d+", prediction)):
+        return False
     return any(_mentions(prediction, value) for value in accepted) and not any(
         _mentions(prediction, value) for value in wrong)
 
@@ -159,6 +165,7 @@ def score_rouge_ja(
     right value and no wrong one) and ``content_ja`` (the same, in a Japanese reply) are scored too:
     ROUGE alone rewards a reply that is merely Japanese-shaped. An optional ``"accepted_ja"`` list
     narrows what ``content_ja`` accepts: "答えはredです。" is a Japanese reply, not a Japanese answer.
+    ``"other_numbers_wrong": true`` makes every number not accepted a wrong value.
     """
     _check_lengths("references", references, predictions)
     samples = [rouge_ja_sample(ref, pred) for ref, pred in zip(references, predictions)]
@@ -167,10 +174,10 @@ def score_rouge_ja(
         _check_lengths("content specs", contents, predictions)
         if all(spec is not None for spec in contents):
             for record, prediction, spec in zip(samples, predictions, contents):
-                wrong = spec.get("wrong", ())
-                record["content"] = content_correct(prediction, spec["accepted"], wrong)
+                wrong, numbers = spec.get("wrong", ()), bool(spec.get("other_numbers_wrong"))
+                record["content"] = content_correct(prediction, spec["accepted"], wrong, numbers)
                 named_ja = (record["content"] if spec.get("accepted_ja") is None
-                            else content_correct(prediction, spec["accepted_ja"], wrong))
+                            else content_correct(prediction, spec["accepted_ja"], wrong, numbers))
                 record["content_ja"] = named_ja and record["pred_is_ja"]
             names += ["content", "content_ja"]
     columns = {name: [100.0 * s[name] if isinstance(s[name], bool) else s[name] for s in samples] for name in names}

@@ -61,7 +61,9 @@ def _vqa_draw(language: str) -> Draw:
         # ("答えはredです。" is a Japanese reply, not a Japanese answer)
         content = {"accepted": sorted({question.value_ja, question.value_en}),
                    "accepted_ja": [question.value_ja if language == "ja" else question.value_en],
-                   "wrong": sorted(set(question.wrong_ja) | set(question.wrong_en))}
+                   "wrong": sorted(set(question.wrong_ja) | set(question.wrong_en)),
+                   # "丸=赤; 答えは8です。" is no right answer, though 8 is no count a scene can have
+                   "other_numbers_wrong": True}
         sample = Sample(id="", question=question.question, reference=scenes.vqa_reply(question, language),
                         image=scenes.render(scene), image_ref=ref, content=content)
         return f"{ref}|{question.question}", sample
