@@ -2,11 +2,8 @@
 the first process to start its N-th generation batch writes FILE and kills itself, mid-shard, as a
 crashed GPU worker would (once: FILE marks it done). Without the variable nothing changes."""
 
-import os
-from pathlib import Path
-
 from evovlm.eval.runners import BaseRunner
-from helpers import DIE_ENV
+from helpers import die_if_due
 
 _generate_batch = BaseRunner._generate_batch
 _batches = 0
@@ -14,12 +11,7 @@ _batches = 0
 
 def _dying_generate_batch(self, inputs, settings):
     global _batches
-    die = os.environ.get(DIE_ENV)
-    if die:
-        count, _, marker = die.partition(":")
-        if _batches == int(count) and not Path(marker).exists():
-            Path(marker).write_text(f"{os.getpid()}\n", encoding="utf-8")
-            os._exit(1)
+    die_if_due(_batches)
     _batches += 1
     return _generate_batch(self, inputs, settings)
 

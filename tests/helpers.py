@@ -288,17 +288,23 @@ def sphere_blocking(genes) -> float:
 DIE_ENV = "EVOVLM_TEST_DIE"  # "N:FILE": the process scoring its N-th candidate dies (once: FILE marks it done)
 
 
-def sphere_dying(genes) -> float:
-    """sphere_blocking's objective; with $EVOVLM_TEST_DIE set, the first process to reach its N-th call
-    writes FILE and kills itself mid-candidate (as a crashed GPU worker would), once per run."""
+def die_if_due(calls: int) -> None:
+    """With $EVOVLM_TEST_DIE = "N:FILE": at its N-th call (``calls`` made before), the first process writes
+    FILE and kills itself, as a crashed worker would; once, since FILE marks it done."""
     import os
 
     die = os.environ.get(DIE_ENV)
     if die:
         count, _, marker = die.partition(":")
-        if _calls == int(count) and not Path(marker).exists():
+        if calls == int(count) and not Path(marker).exists():
             Path(marker).write_text(f"{os.getpid()}\n", encoding="utf-8")
             os._exit(1)
+
+
+def sphere_dying(genes) -> float:
+    """sphere_blocking's objective; with $EVOVLM_TEST_DIE set, the first process to reach its N-th call
+    writes FILE and kills itself mid-candidate (as a crashed GPU worker would), once per run."""
+    die_if_due(_calls)
     return sphere_blocking(genes)
 
 
