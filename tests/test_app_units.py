@@ -554,6 +554,31 @@ def test_the_shipped_examples_are_the_first_test_questions_with_references():
         expected = load_benchmark(source.benchmark, split="test", limit=count).samples
         assert [(e.question, e.reference) for e in examples.examples] == [(s.question, s.reference) for s in expected]
         assert all(bool(e.image) and Path(e.image).is_file() for e in examples.examples) == (task == "vqa")
+        if task == "vqa":  # the very pixels of the benchmark's images, whatever an earlier version left behind
+            import numpy as np
+            from PIL import Image
+
+            pixels = [(np.asarray(Image.open(e.image).convert("RGB")), np.asarray(s.image.convert("RGB")))
+                      for e, s in zip(examples.examples, expected)]
+            assert all(np.array_equal(shown, drawn) for shown, drawn in pixels)
+
+
+def test_example_images_are_named_by_their_content_so_a_stale_file_is_never_shown(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from evovlm.app import examples as module
+    from evovlm.app.config import ExampleSource
+    from evovlm.plugins import load_plugins
+
+    load_plugins()
+    monkeypatch.setattr(module, "example_dir", lambda: tmp_path)
+    source = ExampleSource(benchmark="zoo-vqa-ja", split="test", count=1)
+    (tmp_path / "zoo-vqa-ja").mkdir()
+    Image.new("RGB", (48, 48), "white").save(tmp_path / "zoo-vqa-ja" / "000.png")  # what an older version wrote
+    first = module.benchmark_examples(source, "vqa").examples[0]
+    assert Path(first.image).name != "000.png"
+    assert not np.array_equal(np.asarray(Image.open(first.image)), np.asarray(Image.new("RGB", (48, 48), "white")))
 
 
 def test_the_header_reads_its_numbers_from_the_bundled_results():

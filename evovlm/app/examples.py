@@ -132,13 +132,15 @@ def benchmark_examples(source: Any, task: str) -> ExampleSet | None:
     for index, sample in enumerate(bench.samples):
         image = None
         if task == "vqa" and sample.image is not None:
-            image = str(folder / f"{index:03d}.png")
-            if not Path(image).is_file():
-                from PIL import Image
+            from PIL import Image
 
-                picture = sample.image if hasattr(sample.image, "save") else Image.open(sample.image)
+            picture = (sample.image if hasattr(sample.image, "save") else Image.open(sample.image)).convert("RGB")
+            # named by content: a benchmark that changes its draw (a new version) never meets a stale file
+            digest = hashlib.sha1(picture.tobytes() + repr(picture.size).encode()).hexdigest()[:12]
+            image = str(folder / f"{index:03d}-{digest}.png")
+            if not Path(image).is_file():
                 tmp = Path(image).with_suffix(".tmp.png")
-                picture.convert("RGB").save(tmp)
+                picture.save(tmp)
                 tmp.replace(image)  # atomic: two app processes may start at once
         examples.append(Example(sample.question, sample.reference, bench.kind, sample.content, image))
     where = f"{bench.name}, split {bench.split}" if bench.split else bench.name
