@@ -209,7 +209,8 @@ def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zo
 
 
 def test_sign_test_and_beats_claims_on_hand_counted_rows():
-    from evovlm.zoo.evolution import DFS_ROW, evolution_checks, sign_test
+    from evovlm.zoo.evolution import DFS_ROW, evolution_checks
+    from evovlm.zoo.report import sign_test
 
     def row(model, bits, bench="zoo-mgsm-ja"):
         acc_ja = round(100 * bits.count("1") / len(bits), 1)

@@ -32,17 +32,15 @@ from evovlm.errors import EvoVLMError
 from evovlm.io.atomic import write_atomic
 from evovlm.zoo import MODELS, MODELS_DIR, PREFIX
 from evovlm.zoo.benchmarks import SPLITS
-from evovlm.zoo.report import (  # noqa: F401 (sign_test and SIGNIFICANCE are read from here too)
+from evovlm.zoo.report import (
     BLANK,
     ORACLE,
-    SIGNIFICANCE,
     TARGET_KEYS,
     VQA_KEYS,
     TableScorer,
     beats,
     row_value,
     score_sources_and_baselines,
-    sign_test,
     vlm_baseline_checks,
     zoo_refs,
 )
@@ -182,7 +180,7 @@ def evolution_checks(rows: list[dict]) -> list[dict]:
     """The evolution issues' claims, each with the numbers it was decided on (test split).
 
     "Beats" means a higher score (``acc_ja``; ``content_ja`` for the VLM) and a paired sign test
-    against each competitor with p below :data:`SIGNIFICANCE`: 6 right answers against 4 out of
+    against each competitor with p below :data:`evovlm.zoo.report.SIGNIFICANCE`: 6 right answers against 4 out of
     500 is not a win.
     """
     mgsm, vqa = "zoo-mgsm-ja", "zoo-vqa-ja"

@@ -16,6 +16,7 @@ from evovlm.zoo.world import COLOURS, SEPARATOR, SHAPES, answer_sentence
 
 IMAGE_SIZE = 48
 GRID = 3
+MAX_SHAPES = 4  # shapes in a scene: 1 to MAX_SHAPES
 BACKGROUND = (200, 200, 200)
 _RGB = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 50), "yellow": (235, 210, 20),
         "black": (20, 20, 20)}
@@ -46,7 +47,7 @@ class VisualQuestion:
 
 
 def random_scene(rng: random.Random) -> tuple[Shape, ...]:
-    cells = rng.sample(range(GRID * GRID), rng.randint(1, 4))
+    cells = rng.sample(range(GRID * GRID), rng.randint(1, MAX_SHAPES))
     return tuple(Shape(rng.randrange(len(SHAPES)), rng.randrange(len(SCENE_COLOURS)), cell) for cell in cells)
 
 
@@ -87,7 +88,7 @@ def render(scene: tuple[Shape, ...], size: int = IMAGE_SIZE) -> Image.Image:
     return image
 
 
-COUNTS = tuple(str(n) for n in range(GRID * GRID)[:5])  # 0-4: a scene holds at most 4 shapes
+COUNTS = tuple(str(n) for n in range(MAX_SHAPES + 1))  # a shape kind occurs 0 to MAX_SHAPES times
 # Every answer a question can have, colours then counts: the k of "no constant reply beats 1/k".
 ANSWERS = tuple(c[0] for c in SCENE_COLOURS) + COUNTS
 
