@@ -390,6 +390,8 @@ def test_browser_showcase_on_the_default_models(shipped_app, tmp_path):
             phone = browser.new_page(viewport={"width": 400, "height": 850}, locale="ja-JP")
             phone.goto(url, wait_until="domcontentloaded")
             phone.locator("#showcase").wait_for(timeout=20_000)
+            # Gradio renders the tab strip after the header: wait for it (CI once counted 0 tabs, a race).
+            phone.get_by_role("tab", name="進化 · Evolution").wait_for(timeout=20_000)
             tabs = phone.get_by_role("tab").all()  # all five in sight (wrapped), none behind a "more" menu
             assert len(tabs) == 5 and all(tab.is_visible() for tab in tabs)
             _ask_first_example(phone, "vqa", "vqa-ask", vqa_example.question)
