@@ -40,6 +40,7 @@ from evovlm.zoo import MODELS, scenes, world
 from evovlm.zoo.train import packed_batches, qa_batches, train_loop
 
 IMAGE_TOKEN = "<image>"
+JA_OPENING = world.answer_sentence("", "ja")[:3]  # 答えは: how a Japanese sentence after the work starts
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class ZooSettings:
     exit_weight: float = 0.5
     ja_steps: int = 800
     ja_lr: float = 3e-4
+    # Share of the JA expert's examples that read a colour back (world.colour_reading). Without them
+    # it copies numbers into its sentence but not colour words: 丸=赤; 答えは7です。 (run 46).
+    ja_colour_reading: float = 0.0
     math_steps: int = 1200  # phase 1 (inner blocks)
     math_output_steps: int = 600  # phase 2 (output blocks)
     math_ja_share: float = 0.3  # Japanese problems: work only in phase 1, English replies in phase 2
@@ -66,6 +70,12 @@ class ZooSettings:
     vlm_output_steps: int = 400
     vlm_ja_share: float = 0.3  # Japanese questions: their work in phase 1, English replies in phase 2
     vlm_ja_work: str = "all"  # Japanese colour work (丸=赤) too; "count": digits only (runs 15-16, 37)
+    # After the work of a Japanese question, phase 1 holds the Japanese sentence to the untrained VLM:
+    # its predictions ("sentence", runs 37-44: the base's digit after 答えは, learnt by the inner blocks),
+    # its residual stream after the inner blocks ("hidden", run 47), that stream from the value's last
+    # token on ("value", run 48: the separator too, where JA's blocks read the value to copy), or nothing
+    # but the work's end ("none", run 45: the sentence's representation drifts, JA's blocks write garbage).
+    vlm_ja_context: str = "sentence"
     finetune_lr: float = 1e-3
     threads: int = 0  # torch threads; 0 keeps torch's default
 
@@ -195,23 +205,29 @@ def _math_reply_examples(reserved: frozenset[str], ja_share: float):
     return make
 
 
-def _ja_examples(reserved: frozenset[str]):
+def _ja_examples(reserved: frozenset[str], colour_reading: float = 0.0):
     draw = _unreserved(world.japanese_instruction, reserved)
 
     def make(rng: random.Random) -> tuple[str, str]:
-        instruction = draw(rng)
+        # no draw at share 0: the same examples as before the colour reading existed
+        instruction = (world.colour_reading(rng) if colour_reading and rng.random() < colour_reading
+                       else draw(rng))
         return instruction.question, " " + instruction.answer
 
     return make
 
 
-def _vqa_example(rng: random.Random, phase: str, ja_share: float, ja_work: str = "count"):
+def _vqa_example(rng: random.Random, phase: str, ja_share: float, ja_work: str = "count",
+                 ja_context: str = "sentence"):
     """(scene, question, work, sentence) for one VLM training example.
 
     Phase "inner": English questions with their work (``circle=red; ``) and Japanese questions
     with theirs (``丸=赤; ``, ``丸=2; ``): the work is in the question's language, so the JA
     expert's output blocks find a Japanese value to copy. The sentence follows as context only
-    (the question's language), never as a target, held to the untrained VLM's predictions.
+    (the question's language), never as a target, held to the untrained VLM's predictions;
+    ``ja_context="none"`` drops it after Japanese work, so only the work's end is held there;
+    ``"hidden"`` holds the residual stream after the inner blocks there, not the predictions;
+    ``"value"`` holds it from the value's last token on, where nothing is taught (the separator).
     ``ja_work="count"`` keeps only the Japanese count questions (digits carry no language):
     the design before run 37, whose oracle could not name colours in Japanese.
     Phase "output": English replies to English and Japanese questions.
@@ -225,20 +241,24 @@ def _vqa_example(rng: random.Random, phase: str, ja_share: float, ja_work: str =
             question = scenes.visual_question(rng, scene := scenes.random_scene(rng), "ja")
     if phase == "output":
         return scene, question.question, "", " " + scenes.vqa_reply(question, "en")
-    sentence = (world.answer_sentence(question.value_ja, "ja") if ja_work == "all" and question.language == "ja"
-                else world.answer_sentence(question.value_en, "en"))
+    if question.language == "ja" and ja_context == "none":
+        sentence = ""
+    elif question.language == "ja" and ja_work == "all":
+        sentence = world.answer_sentence(question.value_ja, "ja")
+    else:
+        sentence = world.answer_sentence(question.value_en, "en")
     return (scene, question.question, " " + scenes.vqa_work(question, question.language) + world.SEPARATOR, sentence)
 
 
 def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, ja_share: float,
-                 ja_work: str = "count"):
+                 ja_work: str = "count", ja_context: str = "sentence"):
     """Llava batches of :func:`_vqa_example`; the inner phase adds ``exit_labels`` on the work."""
     from evovlm.eval.prompts import build_prompt
 
     tokenizer = processor.tokenizer
 
     def next_batch(step: int) -> dict:
-        examples = [_vqa_example(rng, phase, ja_share, ja_work) for _ in range(batch_size)]
+        examples = [_vqa_example(rng, phase, ja_share, ja_work, ja_context) for _ in range(batch_size)]
         prompts = [build_prompt("zoo-qa", question, image_token=IMAGE_TOKEN) for _, question, _, _ in examples]
         images = [scenes.render(scene) for scene, _, _, _ in examples]
         tokenizer.padding_side = "right"
@@ -248,19 +268,34 @@ def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, 
         labels = inputs["input_ids"].clone()
         exit_labels = torch.full_like(labels, -100)
         anchor_mask = torch.zeros_like(labels, dtype=torch.bool)
-        for row, (prompt, (_, _, work, _)) in enumerate(zip(prompts, examples)):
+        hidden_mask = torch.zeros_like(labels, dtype=torch.bool)
+        for row, (prompt, (_, _, work, sentence)) in enumerate(zip(prompts, examples)):
             prompt_length = len(processor(text=[prompt], images=[images[row]])["input_ids"][0])  # image tokens too
             work_end = prompt_length + len(tokenizer(work, add_special_tokens=False)["input_ids"]) if work else 0
             labels[row, :prompt_length] = -100
             exit_labels[row, prompt_length:work_end] = labels[row, prompt_length:work_end]
             if phase == "inner":  # the sentence after the work is context: no loss, anchored instead
                 labels[row, work_end:] = -100
-                anchor_mask[row, work_end - 1:int(inputs["attention_mask"][row].sum())] = True
+                end = int(inputs["attention_mask"][row].sum())
+                if ja_context == "hidden" and sentence.startswith(JA_OPENING):  # representation, not prediction
+                    anchor_mask[row, work_end - 1] = True
+                    hidden_mask[row, work_end:end] = True
+                elif ja_context == "value" and sentence.startswith(JA_OPENING):
+                    # the separator's tokens are not taught: the positions that read the value's last token
+                    # and the separator keep the base's representation, which JA's output blocks copy from
+                    separator = work_end - len(tokenizer(world.SEPARATOR, add_special_tokens=False)["input_ids"])
+                    labels[row, separator:work_end] = exit_labels[row, separator:work_end] = -100
+                    anchor_mask[row, work_end - 1] = True
+                    hidden_mask[row, separator - 1:end] = True
+                else:
+                    anchor_mask[row, work_end - 1:end] = True
         labels[inputs["attention_mask"] == 0] = -100
         batch = dict(inputs, labels=labels)
         if phase == "inner":
             batch["exit_labels"] = exit_labels
             batch["anchor_mask"] = anchor_mask
+            if hidden_mask.any():
+                batch["hidden_anchor_mask"] = hidden_mask
         return batch
 
     return next_batch
@@ -309,6 +344,9 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
     report = BuildReport(seed=seed, settings=asdict(settings))
     if settings.vlm_ja_work not in ("count", "all"):
         raise EvoVLMError(f"vlm_ja_work must be 'count' or 'all', got {settings.vlm_ja_work!r}")
+    if settings.vlm_ja_context not in ("sentence", "hidden", "value", "none"):
+        raise EvoVLMError(f"vlm_ja_context must be 'sentence', 'hidden', 'value' or 'none', "
+                          f"got {settings.vlm_ja_context!r}")
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise EvoVLMError(f"unknown zoo model(s) {', '.join(unknown)}; the zoo builds {', '.join(MODELS)}")
@@ -360,8 +398,9 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
 
     if "ja" in models:
         ja = _reload(base_path)
-        fine_tune("ja", ja, [("output blocks", qa(_ja_examples(reserved_questions("zoo-ja-qa")), "ja"),
-                              settings.ja_steps, settings.ja_lr, settings.outer, False)])
+        ja_examples = _ja_examples(reserved_questions("zoo-ja-qa"), settings.ja_colour_reading)
+        fine_tune("ja", ja, [("output blocks", qa(ja_examples, "ja"), settings.ja_steps, settings.ja_lr,
+                              settings.outer, False)])
         _save(ja, tokenizer, paths["ja"])
 
     if "math" in models:
@@ -381,7 +420,8 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
 
         def vqa(phase: str, label: str):
             return _vqa_batches(processor, random.Random(f"{label}:{seed}"), batch_size=settings.batch_size,
-                                phase=phase, ja_share=settings.vlm_ja_share, ja_work=settings.vlm_ja_work)
+                                phase=phase, ja_share=settings.vlm_ja_share, ja_work=settings.vlm_ja_work,
+                                ja_context=settings.vlm_ja_context)
 
         fine_tune("vlm", vlm, [
             ("vision and inner blocks", vqa("inner", "vlm"), settings.vlm_steps, settings.finetune_lr,

@@ -86,6 +86,12 @@ def _anchor_kl(anchor_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Te
                                       reduction="batchmean")
 
 
+def _anchor_hidden(anchor_hidden: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Squared distance of the residual streams at the positions in ``mask``, relative to the anchor's size."""
+    target = anchor_hidden[mask].float()
+    return (hidden[mask].float() - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-6)
+
+
 def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, steps: int, lr: float,
                profile: Callable[[int | None], float] | None = None, warmup: int = 50, weight_decay: float = 0.01,
                exit_layer: int | None = None, exit_weight: float = 0.5, anchor: torch.nn.Module | None = None,
@@ -97,6 +103,8 @@ def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, ste
     model (the base), batches may carry ``anchor_mask``: at those positions the model is pulled
     towards the anchor's next-token distribution, through the head and (with ``exit_layer``)
     through the early exit too. It keeps what the base would write where the task teaches nothing.
+    With ``exit_layer``, a ``hidden_anchor_mask`` holds the residual stream after block k-1 to the
+    anchor's there instead: the base's representation, not its prediction.
     """
     model.train()
     optimizer = torch.optim.AdamW(param_groups(model, lr, profile, weight_decay), betas=(0.9, 0.98))
@@ -109,17 +117,25 @@ def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, ste
         batch = next_batch(step)
         exit_labels = batch.pop("exit_labels", None)
         anchor_mask = batch.pop("anchor_mask", None)
+        hidden_mask = batch.pop("hidden_anchor_mask", None)
+        if exit_layer is None or hidden_mask is None or not hidden_mask.any():
+            hidden_mask = None
         output = model(**batch, output_hidden_states=exit_layer is not None)
         loss = output.loss
         exit_logits = None if exit_layer is None else _exit_logits(model, output.hidden_states[exit_layer])
         if exit_logits is not None:
             loss = loss + exit_weight * _next_token_loss(exit_logits, exit_labels)
-        if anchor is not None and anchor_mask is not None and anchor_mask.any():
+        held = anchor_mask is not None and bool(anchor_mask.any())
+        if anchor is not None and (held or hidden_mask is not None):
             with torch.no_grad():
                 reference = anchor(**{k: v for k, v in batch.items() if k != "labels"},
                                    output_hidden_states=exit_logits is not None)
-            loss = loss + _anchor_kl(reference.logits, output.logits, anchor_mask)
-            if exit_logits is not None:
+            if held:
+                loss = loss + _anchor_kl(reference.logits, output.logits, anchor_mask)
+            if hidden_mask is not None:
+                loss = loss + _anchor_hidden(reference.hidden_states[exit_layer], output.hidden_states[exit_layer],
+                                             hidden_mask)
+            if held and exit_logits is not None:  # after the hidden term: the order run 47's models were built with
                 loss = loss + _anchor_kl(_exit_logits(anchor, reference.hidden_states[exit_layer]), exit_logits,
                                          anchor_mask)
         loss.backward()

@@ -260,6 +260,16 @@ def japanese_instruction(rng: random.Random) -> Instruction:
     return Instruction(f"日本語に訳してください: {en}", ja, ja)
 
 
+def colour_reading(rng: random.Random) -> Instruction:
+    """Reading a colour back from the question (``りんごは赤いです。りんごは何色ですか？``): the JA
+    expert's copy of a word, as reading a number back (``japanese_instruction`` kind 6) is its
+    copy of a number. No image, no shape, no arithmetic."""
+    _, _, item_ja, _ = rng.choice(ITEMS)
+    _, colour_ja, colour_adj = rng.choice(COLOURS)
+    said = rng.choice([f"{item_ja}は{colour_ja}です。", f"{colour_adj}{item_ja}があります。"])
+    return _qa(f"{said}{item_ja}は何色ですか？", item_ja, colour_ja, [c[1] for c in COLOURS])
+
+
 def all_characters() -> str:
     """Every character any generator can emit (the tokenizer's vocabulary is built from it)."""
     pieces = [PROMPT, "。、？！「」→=+-*.0123456789", "答えはです日本語English: "]
