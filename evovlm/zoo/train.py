@@ -104,7 +104,7 @@ def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, ste
     towards the anchor's next-token distribution, through the head and (with ``exit_layer``)
     through the early exit too. It keeps what the base would write where the task teaches nothing.
     With ``exit_layer``, a ``hidden_anchor_mask`` holds the residual stream after block k-1 to the
-    anchor's there instead: the base's representation, not its prediction.
+    anchor's at its positions: the base's representation there, not its prediction.
     """
     model.train()
     optimizer = torch.optim.AdamW(param_groups(model, lr, profile, weight_decay), betas=(0.9, 0.98))

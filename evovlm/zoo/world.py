@@ -261,7 +261,7 @@ def japanese_instruction(rng: random.Random) -> Instruction:
 
 
 def colour_reading(rng: random.Random) -> Instruction:
-    """Reading a colour back from the question (``りんごは赤いです。りんごは何色ですか？``): the JA
+    """Reading a colour back from the question (``赤いりんごがあります。りんごは何色ですか？``): the JA
     expert's copy of a word, as reading a number back (``japanese_instruction`` kind 6) is its
     copy of a number. No image, no shape, no arithmetic."""
     _, _, item_ja, _ = rng.choice(ITEMS)
