@@ -40,7 +40,7 @@ from evovlm.zoo import MODELS, scenes, world
 from evovlm.zoo.train import packed_batches, qa_batches, train_loop
 
 IMAGE_TOKEN = "<image>"
-JA_OPENING = world.answer_sentence("", "ja")[:3]  # 答えは: how a Japanese sentence after the work starts
+VLM_JA_CONTEXTS = ("sentence", "hidden", "value", "none")  # ZooSettings.vlm_ja_context
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class ZooSettings:
     # its residual stream after the inner blocks ("hidden", run 47), that stream from the value's last
     # token on ("value", run 48: the separator too, where JA's blocks read the value to copy), or nothing
     # but the work's end ("none", run 45: the sentence's representation drifts, JA's blocks write garbage).
-    vlm_ja_context: str = "sentence"
+    vlm_ja_context: str = "sentence"  # one of VLM_JA_CONTEXTS
     finetune_lr: float = 1e-3
     threads: int = 0  # torch threads; 0 keeps torch's default
 
@@ -219,7 +219,7 @@ def _ja_examples(reserved: frozenset[str], colour_reading: float = 0.0):
 
 def _vqa_example(rng: random.Random, phase: str, ja_share: float, ja_work: str = "count",
                  ja_context: str = "sentence"):
-    """(scene, question, work, sentence) for one VLM training example.
+    """(scene, visual question, work, sentence) for one VLM training example.
 
     Phase "inner": English questions with their work (``circle=red; ``) and Japanese questions
     with theirs (``丸=赤; ``, ``丸=2; ``): the work is in the question's language, so the JA
@@ -240,14 +240,14 @@ def _vqa_example(rng: random.Random, phase: str, ja_share: float, ja_work: str =
         while phase == "inner" and ja_work == "count" and question.kind != "count":
             question = scenes.visual_question(rng, scene := scenes.random_scene(rng), "ja")
     if phase == "output":
-        return scene, question.question, "", " " + scenes.vqa_reply(question, "en")
+        return scene, question, "", " " + scenes.vqa_reply(question, "en")
     if question.language == "ja" and ja_context == "none":
         sentence = ""
     elif question.language == "ja" and ja_work == "all":
         sentence = world.answer_sentence(question.value_ja, "ja")
     else:
         sentence = world.answer_sentence(question.value_en, "en")
-    return (scene, question.question, " " + scenes.vqa_work(question, question.language) + world.SEPARATOR, sentence)
+    return scene, question, " " + scenes.vqa_work(question, question.language) + world.SEPARATOR, sentence
 
 
 def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, ja_share: float,
@@ -259,7 +259,7 @@ def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, 
 
     def next_batch(step: int) -> dict:
         examples = [_vqa_example(rng, phase, ja_share, ja_work, ja_context) for _ in range(batch_size)]
-        prompts = [build_prompt("zoo-qa", question, image_token=IMAGE_TOKEN) for _, question, _, _ in examples]
+        prompts = [build_prompt("zoo-qa", question.question, image_token=IMAGE_TOKEN) for _, question, _, _ in examples]
         images = [scenes.render(scene) for scene, _, _, _ in examples]
         tokenizer.padding_side = "right"
         texts = [prompt + work + sentence + (tokenizer.eos_token if phase == "output" else "")
@@ -269,7 +269,8 @@ def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, 
         exit_labels = torch.full_like(labels, -100)
         anchor_mask = torch.zeros_like(labels, dtype=torch.bool)
         hidden_mask = torch.zeros_like(labels, dtype=torch.bool)
-        for row, (prompt, (_, _, work, sentence)) in enumerate(zip(prompts, examples)):
+        separator_tokens = len(tokenizer(world.SEPARATOR, add_special_tokens=False)["input_ids"])
+        for row, (prompt, (_, question, work, _)) in enumerate(zip(prompts, examples)):
             prompt_length = len(processor(text=[prompt], images=[images[row]])["input_ids"][0])  # image tokens too
             work_end = prompt_length + len(tokenizer(work, add_special_tokens=False)["input_ids"]) if work else 0
             labels[row, :prompt_length] = -100
@@ -277,13 +278,14 @@ def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, 
             if phase == "inner":  # the sentence after the work is context: no loss, anchored instead
                 labels[row, work_end:] = -100
                 end = int(inputs["attention_mask"][row].sum())
-                if ja_context == "hidden" and sentence.startswith(JA_OPENING):  # representation, not prediction
+                japanese = question.language == "ja"
+                if ja_context == "hidden" and japanese:  # representation, not prediction
                     anchor_mask[row, work_end - 1] = True
                     hidden_mask[row, work_end:end] = True
-                elif ja_context == "value" and sentence.startswith(JA_OPENING):
+                elif ja_context == "value" and japanese:
                     # the separator's tokens are not taught: the positions that read the value's last token
                     # and the separator keep the base's representation, which JA's output blocks copy from
-                    separator = work_end - len(tokenizer(world.SEPARATOR, add_special_tokens=False)["input_ids"])
+                    separator = work_end - separator_tokens
                     labels[row, separator:work_end] = exit_labels[row, separator:work_end] = -100
                     anchor_mask[row, work_end - 1] = True
                     hidden_mask[row, separator - 1:end] = True
@@ -344,8 +346,8 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
     report = BuildReport(seed=seed, settings=asdict(settings))
     if settings.vlm_ja_work not in ("count", "all"):
         raise EvoVLMError(f"vlm_ja_work must be 'count' or 'all', got {settings.vlm_ja_work!r}")
-    if settings.vlm_ja_context not in ("sentence", "hidden", "value", "none"):
-        raise EvoVLMError(f"vlm_ja_context must be 'sentence', 'hidden', 'value' or 'none', "
+    if settings.vlm_ja_context not in VLM_JA_CONTEXTS:
+        raise EvoVLMError(f"vlm_ja_context must be one of {', '.join(VLM_JA_CONTEXTS)}, "
                           f"got {settings.vlm_ja_context!r}")
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
