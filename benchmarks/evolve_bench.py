@@ -4,6 +4,7 @@
     python benchmarks/evolve_bench.py --models zoo:base,zoo:ja,zoo:math \\
         --bench zoo-mgsm-ja --split fitness --limit 100                 # the zoo, once it exists
     python benchmarks/evolve_bench.py --config my-ps.yaml --config my-dfs.yaml --candidates 100
+    python benchmarks/evolve_bench.py ... --subset irt:20 --subset random:20:mean   # + reduced-fitness PS rows
 
 Runs real searches (``run_evolution``: in-memory merges or DFS paths, then the evaluator on the
 fitness benchmark) for about ``--candidates`` candidates each, in a temporary run directory, and
@@ -11,6 +12,11 @@ reads the per-candidate timings from history.jsonl: ``merge`` is making the cand
 into the resident model / setting the DFS path) and ``eval`` is generating and scoring, as shares
 of the candidates' own time; ``busy`` is that time over wall time x workers (the rest is start-up,
 model loading, the optimiser and the history). The target: a 100-candidate PS run in <= 10 minutes.
+
+``--subset METHOD:SIZE[:ESTIMATOR]`` adds a PS row per value whose fitness is reduced
+(:mod:`evovlm.evolve.subset`): each candidate answers SIZE items. Its wall time includes the
+calibration before the search (``calib s``: the sources, the start and 8 random merges, each on the
+whole fitness set), and ``problems`` counts every problem any candidate answered, calibration too.
 """
 
 from __future__ import annotations
@@ -44,7 +50,12 @@ def default_configs(args: argparse.Namespace) -> list[tuple[str, dict]]:
           "budget": {"trials": args.candidates}}
     dfs = {**common, "mode": "dfs", "dfs": {"model_a": sources[0], "model_b": sources[1], "repeats": 3},
            "budget": {"trials": args.dfs_candidates}}
-    return [("PS", ps), ("DFS", dfs)]
+    reduced = []
+    for choice in args.subset or []:
+        method, size, *estimator = choice.split(":")
+        subset = {"method": method, "size": int(size), "estimator": estimator[0] if estimator else "irt"}
+        reduced.append((f"PS {choice}", {**ps, "fitness": {**fitness, "subset": subset}}))
+    return [("PS", ps), *reduced, ("DFS", dfs)]
 
 
 def timed_run(label: str, config: dict, work: Path) -> dict:
@@ -52,9 +63,12 @@ def timed_run(label: str, config: dict, work: Path) -> dict:
     from evovlm.evolve.runs import run_evolution
 
     started = time.perf_counter()
-    summary = run_evolution(config, work / label.lower())
+    summary = run_evolution(config, work / label.lower().replace(" ", "-").replace(":", "-"))
     wall = time.perf_counter() - started
-    records = History(work / label.lower() / "history.jsonl").of_type("candidate")
+    run = work / label.lower().replace(" ", "-").replace(":", "-")
+    records = History(run / "history.jsonl").of_type("candidate")
+    calibration = json.loads((run / "subset.json").read_text())["calibration"] if (run / "subset.json").exists() else []
+    items = [(r["score"] or {}).get("n", 0) for r in records]
     merge = sum(r["merge_s"] for r in records)
     evaluation = sum(r["eval_s"] for r in records)
     busy = sum(r["wall_s"] for r in records)  # summed over workers
@@ -64,7 +78,9 @@ def timed_run(label: str, config: dict, work: Path) -> dict:
             "failed": stage["failed"], "wall_s": wall, "per_min": 60 * len(records) / wall,
             "merge_pct": 100 * merge / busy, "eval_pct": 100 * evaluation / busy,
             "busy_pct": 100 * busy / (wall * workers), "s_per_cand": wall / max(1, len(records)),
-            "merge_ms": 1000 * merge / max(1, len(records)), "best": summary["best"]["fitness"]}
+            "merge_ms": 1000 * merge / max(1, len(records)), "best": summary["best"]["fitness"],
+            "calibration_s": sum(c["wall_s"] for c in calibration),
+            "problems": sum(items) + sum(len(c["right"]) for c in calibration)}
 
 
 def main() -> int:
@@ -83,6 +99,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--candidates", type=int, default=100, help="PS candidates (default 100)")
     parser.add_argument("--dfs-candidates", type=int, default=50, help="DFS candidates (default 50)")
+    parser.add_argument("--subset", action="append", metavar="METHOD:SIZE[:ESTIMATOR]",
+                        help="add a PS row with reduced fitness (irt|entropy|stratified|random, items, irt|mean)")
     parser.add_argument("--workers", type=int, help="evaluation processes (default: one per GPU, else 1)")
     parser.add_argument("--work-dir", type=Path, help="keep the run directories here (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
@@ -113,14 +131,15 @@ def main() -> int:
               f"max_new_tokens {args.max_new_tokens}, batch {args.batch_size})")
     print("merge % / eval %: shares of the candidates' own time; busy %: that time over wall x workers "
           "(the rest: start-up, model loading, optimiser, history)")
-    header = (f"{'search':<10}{'cands':>6}{'pop':>5}{'workers':>8}{'wall s':>9}{'cand/min':>10}{'s/cand':>8}"
-              f"{'merge ms':>10}{'merge %':>9}{'eval %':>8}{'busy %':>8}")
+    header = (f"{'search':<22}{'cands':>6}{'pop':>5}{'workers':>8}{'wall s':>9}{'calib s':>9}{'problems':>10}"
+              f"{'cand/min':>10}{'s/cand':>8}{'merge ms':>10}{'merge %':>9}{'eval %':>8}{'busy %':>8}{'best':>8}")
     print(header)
     for row in rows:
-        print(f"{row['search']:<10}{row['candidates']:>6}{row['population']:>5}{row['workers']:>8}"
-              f"{row['wall_s']:>9.1f}{row['per_min']:>10.1f}{row['s_per_cand']:>8.2f}{row['merge_ms']:>10.1f}"
-              f"{row['merge_pct']:>9.1f}{row['eval_pct']:>8.1f}{row['busy_pct']:>8.1f}")
-    ps = next((r for r in rows if r["search"].upper().startswith("PS")), None)
+        print(f"{row['search']:<22}{row['candidates']:>6}{row['population']:>5}{row['workers']:>8}"
+              f"{row['wall_s']:>9.1f}{row['calibration_s']:>9.1f}{row['problems']:>10}"
+              f"{row['per_min']:>10.1f}{row['s_per_cand']:>8.2f}{row['merge_ms']:>10.1f}"
+              f"{row['merge_pct']:>9.1f}{row['eval_pct']:>8.1f}{row['busy_pct']:>8.1f}{row['best']:>8.3g}")
+    ps = next((r for r in rows if r["search"] == "PS"), None)
     if ps:
         projected = 100 * ps["s_per_cand"]
         verdict = "met" if projected <= TARGET_S else "NOT met"

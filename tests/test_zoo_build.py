@@ -306,6 +306,33 @@ def test_vlm_inner_batches_hold_the_japanese_sentence_as_asked(ja_context):
             assert taught.endswith("; ")
             assert anchored == [last_work]
             assert held == (list(range(last_work + 1, length)) if ja_context == "hidden" else [])
+        assert "soft_anchor_mask" not in batch  # only with work_anchor
+
+
+def test_vlm_work_anchor_marks_the_japanese_work_only():
+    """vlm_work_anchor: the work's positions (prompt end to the separator) of Japanese questions, beside the
+    hidden anchor on the sentence; English questions keep theirs free. Refused without the hidden anchor."""
+    import random
+
+    from evovlm.errors import EvoVLMError
+    from evovlm.zoo.build import ZooSettings, _vqa_batches, build_zoo, zoo_processor, zoo_tokenizer
+
+    processor = zoo_processor(zoo_tokenizer())
+    batch = _vqa_batches(processor, random.Random(1), batch_size=8, phase="inner", ja_share=0.5, ja_work="all",
+                         ja_context="hidden", work_anchor=True)(0)
+    japanese = 0
+    for row in range(8):
+        work = (batch["exit_labels"][row] != -100).nonzero().flatten().tolist()
+        soft = batch["soft_anchor_mask"][row].nonzero().flatten().tolist()
+        text = processor.tokenizer.decode(batch["input_ids"][row][:int(batch["attention_mask"][row].sum())])
+        if "答えは" in text:
+            japanese += 1
+            assert soft == work
+        else:
+            assert soft == []
+    assert 0 < japanese < 8
+    with pytest.raises(EvoVLMError, match="vlm_work_anchor"):
+        build_zoo("unused", settings=ZooSettings.quick().with_changes(["vlm_work_anchor=0.1"]), models=("vlm",))
 
 
 def test_hidden_anchor_is_the_relative_squared_distance():

@@ -27,6 +27,7 @@ __all__ = [
     "extract_answer",
     "content_correct",
     "extract_answer_legacy",
+    "item_columns",
     "is_pure_japanese",
     "mean_and_ci",
     "mgsm_sample",
@@ -169,7 +170,6 @@ def score_rouge_ja(
     """
     _check_lengths("references", references, predictions)
     samples = [rouge_ja_sample(ref, pred) for ref, pred in zip(references, predictions)]
-    names = ["rouge1", "rouge2", "rougeL", "rougeL_ja"]
     if contents is not None:
         _check_lengths("content specs", contents, predictions)
         if all(spec is not None for spec in contents):
@@ -179,9 +179,7 @@ def score_rouge_ja(
                 named_ja = (record["content"] if spec.get("accepted_ja") is None
                             else content_correct(prediction, spec["accepted_ja"], wrong, numbers))
                 record["content_ja"] = named_ja and record["pred_is_ja"]
-            names += ["content", "content_ja"]
-    columns = {name: [100.0 * s[name] if isinstance(s[name], bool) else s[name] for s in samples] for name in names}
-    return _summarise(columns, seed=bootstrap_seed, n_resamples=n_resamples), samples
+    return _summarise(item_columns(samples), seed=bootstrap_seed, n_resamples=n_resamples), samples
 
 
 # --- MGSM -----------------------------------------------------------------------
@@ -230,12 +228,24 @@ def score_mgsm(
     """MGSM accuracy in percent: (summary with acc/acc_ja + CIs, per-sample records)."""
     _check_lengths("gold answers", golds, predictions)
     samples = [mgsm_sample(gold, pred) for gold, pred in zip(golds, predictions)]
-    columns = {
-        "acc": [100.0 * s["correct"] for s in samples],
-        "acc_ja": [100.0 * s["correct_ja"] for s in samples],
-        "acc_pure": [100.0 * s["correct_pure"] for s in samples],
-    }
-    return _summarise(columns, seed=bootstrap_seed, n_resamples=n_resamples), samples
+    return _summarise(item_columns(samples), seed=bootstrap_seed, n_resamples=n_resamples), samples
+
+
+_MGSM_COLUMNS = {"acc": "correct", "acc_ja": "correct_ja", "acc_pure": "correct_pure"}  # summary key <- sample field
+_ROUGE_COLUMNS = ("rouge1", "rouge2", "rougeL", "rougeL_ja", "content", "content_ja")
+
+
+def item_columns(samples: Sequence[dict]) -> dict[str, list[float]]:
+    """Each summary score's value on each sample (the summary is their mean): 100 or 0 for a right
+    or wrong answer, the ROUGE F-measure as it is. Works on either metric's per-sample records."""
+    if not samples:
+        return {}
+    if "correct_ja" in samples[0]:
+        fields = _MGSM_COLUMNS
+    else:
+        fields = {name: name for name in _ROUGE_COLUMNS if all(name in sample for sample in samples)}
+    return {key: [100.0 * s[field] if isinstance(s[field], bool) else float(s[field]) for s in samples]
+            for key, field in fields.items()}
 
 
 METRICS: dict[str, Callable[..., tuple[dict, list[dict]]]] = {

@@ -33,6 +33,8 @@
       metric: acc_ja            # a key of the evaluator's summary, or weights of several:
                                 # {content_ja: 1.0, rougeL_ja: 0.01} (content first, ROUGE breaks ties)
       generation: {max_new_tokens: 256}
+      subset: null              # reduced fitness: {method: irt | entropy | stratified | random, size: 20,
+                                #   seed: 0, estimator: irt | mean, calibration: 8} (evovlm.evolve.subset)
     validation: null            # optional, like fitness: scores each generation's best; the final
                                 # model is the generation best with the best validation score
     test: {benchmark: zoo-mgsm-ja, split: test, metric: acc_ja}   # optional held-out re-score
@@ -127,6 +129,16 @@ class BudgetConfig(Section):
         return math.ceil((self.trials or 100) / population)
 
 
+class SubsetConfig(Section):
+    """Reduced fitness (:mod:`evovlm.evolve.subset`): score each candidate on ``size`` chosen items."""
+
+    method: Literal["irt", "entropy", "stratified", "random"]
+    size: Count
+    seed: NonNegativeInt = 0
+    estimator: Literal["irt", "mean"] = "irt"  # irt: estimate the whole set's score; mean: the subset's
+    calibration: NonNegativeInt = 8  # random merges scored item by item first, besides the sources and the start
+
+
 class BenchmarkFitness(Section):
     """Score the candidate model on a benchmark (built in, registered by a plugin or ``imports``)."""
 
@@ -141,6 +153,7 @@ class BenchmarkFitness(Section):
     metric: Union[str, dict[str, float], None] = None
     generation: dict[str, Any] = Field(default_factory=dict)
     imports: list[str] = Field(default_factory=list)  # modules that register benchmarks
+    subset: Optional[SubsetConfig] = None  # fitness only: a few items per candidate, the rest estimated
 
     @field_validator("metric", mode="before")
     @classmethod
@@ -388,6 +401,9 @@ class EvolveConfig(Section):
                 raise ValueError("dfs.model_a: in ps+dfs mode model A is the PS result: write model_a: ps")
         if self.mode == "ps+dfs" and not self.runtime.save_model:
             raise ValueError("ps+dfs needs runtime.save_model: true (the PS model becomes DFS's model A)")
+        for role, section in (("validation", self.validation), ("test", self.test)):
+            if getattr(section, "subset", None) is not None:
+                raise ValueError(f"{role}.subset: only the fitness is reduced; {role} scores the whole set")
         if self.runtime.shards > 1:
             if self.runtime.backend != "ray":
                 raise ValueError("runtime.shards: only the ray backend shards candidates (set runtime.backend: ray)")

@@ -27,8 +27,10 @@ import numpy as np
 from evovlm.errors import EvoVLMError
 from evovlm.evolve.config import FROM_PS, EvolveConfig, FitnessConfig
 from evovlm.evolve.preflight import import_callable, load_fitness_benchmark, require_causal_lm
+from evovlm.evolve.subset import SubsetPlan
 
 ROLES = ("fitness", "validation", "test")
+CALIBRATION = "calibration"  # a Task role: the fitness section on the whole set, with each item's scores
 DEFAULT_METRIC = {"mgsm": "acc_ja", "rouge-ja": "rougeL_ja"}  # the paper's scores for MGSM-JA and VQA
 
 
@@ -62,6 +64,7 @@ class Outcome:
     eval_s: float = 0.0
     worker: str = ""
     responses: dict[int, str] | None = None  # a shard's responses by sample index (no fitness yet)
+    items: dict | None = None  # calibration: {"weights": the metric's, "columns": each score's value per item}
 
 
 @dataclass
@@ -71,9 +74,10 @@ class StageSpec:
     stage: str  # "ps" | "dfs"
     config: EvolveConfig
     model_a: str | None = None  # DFS: the resolved model A (the PS model in ps+dfs)
+    subset: SubsetPlan | None = None  # reduced fitness: the items each candidate is scored on
 
     def fitness_for(self, role: str) -> FitnessConfig:
-        spec = getattr(self.config, role)
+        spec = getattr(self.config, "fitness" if role == CALIBRATION else role)
         if spec is None:
             raise FatalEvaluationError(f"no '{role}' section in the config")
         return spec
@@ -123,6 +127,9 @@ class Evaluator:
     def shard_responses(self, role: str, shard: int, shards: int) -> dict[int, str]:
         raise FatalEvaluationError("only a model scored on a benchmark can be evaluated in shards")
 
+    def calibrate(self) -> tuple[float, dict, str, dict]:
+        raise FatalEvaluationError("fitness.subset: only a model scored on a benchmark has items to choose from")
+
     def evaluate(self, task: Task) -> Outcome:
         outcome = Outcome(task.generation, task.index, task.role, worker=self.worker)
         started = time.perf_counter()
@@ -134,6 +141,11 @@ class Evaluator:
                 self._applied = tuple(task.genes)
             merged = time.perf_counter()
             outcome.merge_s = merged - started
+            if task.role == CALIBRATION:
+                outcome.fitness, outcome.score, outcome.metric, outcome.items = self.calibrate()
+                outcome.eval_s = time.perf_counter() - merged
+                outcome.wall_s = time.perf_counter() - started
+                return outcome
             if task.shards > 1:
                 outcome.responses = self.shard_responses(task.role, task.shard, task.shards)
                 outcome.eval_s = time.perf_counter() - merged
@@ -193,8 +205,15 @@ class _ModelEvaluator(Evaluator):
 
     def _scorer(self, role: str):
         if role not in self._scorers:
-            self._scorers[role] = make_scorer(self.spec.fitness_for(role), role)
+            subset = self.spec.subset if role == "fitness" else None
+            self._scorers[role] = make_scorer(self.spec.fitness_for(role), role, subset)
         return self._scorers[role]
+
+    def calibrate(self) -> tuple[float, dict, str, dict]:
+        scorer = self._scorer(CALIBRATION)
+        if not isinstance(scorer, BenchmarkScorer):
+            raise FatalEvaluationError("fitness.subset: only a benchmark fitness has items to choose from")
+        return scorer.with_items(self.runner)
 
     def score(self, role: str, genes: np.ndarray) -> tuple[float, dict | None, str | None]:
         return self._scorer(role)(self.runner)
@@ -257,7 +276,7 @@ def load_causal_lm(ref: str, device: Any, dtype: Any):
 
 
 # -- scorers ---------------------------------------------------------------------------------
-def make_scorer(fitness: FitnessConfig, section: str = "fitness"):
+def make_scorer(fitness: FitnessConfig, section: str = "fitness", subset: SubsetPlan | None = None):
     """``scorer(runner) -> (fitness, summary, metric)`` for one fitness section (a :class:`BenchmarkScorer`
     for a benchmark, which can also score a candidate in shards)."""
     if fitness.kind == "callable":
@@ -269,7 +288,7 @@ def make_scorer(fitness: FitnessConfig, section: str = "fitness"):
         return call
     if fitness.kind != "benchmark":
         raise FatalEvaluationError("a synthetic objective cannot score a model")
-    return BenchmarkScorer(fitness, section)
+    return BenchmarkScorer(fitness, section, subset)
 
 
 class BenchmarkScorer:
@@ -279,9 +298,14 @@ class BenchmarkScorer:
     generates a share of the generation batches (:func:`shard_batches`) and :meth:`combine` scores
     all the responses at once, so a sharded fitness equals the unsharded one bit for bit: the same
     batches produce the same responses, and the same function scores them.
+
+    With a ``subset`` plan it generates on the plan's items only, and the plan turns their scores
+    into the fitness (an estimate of the whole set's, or the subset's mean).
     """
 
-    def __init__(self, fitness: FitnessConfig, section: str) -> None:
+    def __init__(self, fitness: FitnessConfig, section: str, subset: SubsetPlan | None = None) -> None:
+        from dataclasses import replace
+
         from evovlm.eval.evaluate import generation_settings
 
         try:
@@ -289,6 +313,12 @@ class BenchmarkScorer:
             self.settings = generation_settings(self.bench, fitness.generation or None)
         except EvoVLMError as exc:  # every candidate would fail on it
             raise FatalEvaluationError(str(exc)) from None
+        self.subset = subset
+        if subset is not None:
+            if subset.n_items != len(self.bench.samples):
+                raise FatalEvaluationError(f"the subset was chosen from {subset.n_items} fitness items, but the "
+                                           f"fitness set has {len(self.bench.samples)}")
+            self.bench = replace(self.bench, samples=[self.bench.samples[i] for i in subset.items])
         metric = fitness.metric or DEFAULT_METRIC.get(self.bench.metric, "acc_ja")
         self.weights = metric if isinstance(metric, dict) else {metric: 1.0}
         self.label = metric if isinstance(metric, str) else " + ".join(
@@ -310,18 +340,39 @@ class BenchmarkScorer:
 
     def combine(self, responses: dict[int, str]) -> tuple[float, dict | None, str | None]:
         """The fitness of a candidate from all its responses (by sample index)."""
+        fitness, summary, columns = self._score(responses)
+        if self.subset is not None:
+            return self.subset.estimate(columns), summary, f"{self.label} ({self._subset_label()})"
+        return fitness, summary, self.label
+
+    def with_items(self, runner: Any) -> tuple[float, dict, str, dict]:
+        """The fitness and summary on every item, and the metric's weights with each of its scores' values
+        on each item (calibration)."""
+        fitness, summary, columns = self._score(dict(enumerate(self._answer(runner, None))))
+        return fitness, summary, self.label, {"weights": dict(self.weights),
+                                              "columns": {key: columns[key] for key in self.weights}}
+
+    def _score(self, responses: dict[int, str]) -> tuple[float, dict, dict[str, list[float]]]:
+        """(weighted fitness, summary, per-item columns) of all the responses."""
         from evovlm.eval.evaluate import score_responses
+        from evovlm.eval.metrics import item_columns
 
         missing = [index for index in range(len(self.bench.samples)) if index not in responses]
         if missing:
             raise ValueError(f"no response to {len(missing)} of the {len(self.bench.samples)} fitness samples")
-        summary, _ = score_responses(self.bench, [responses[index] for index in range(len(self.bench.samples))])
+        summary, samples = score_responses(self.bench, [responses[index] for index in range(len(self.bench.samples))])
         missing_keys = [key for key in self.weights if key not in summary]
         if missing_keys:
             keys = [k for k in summary if not k.endswith(("_ci_low", "_ci_high"))]
             raise FatalEvaluationError(f"metric {missing_keys[0]!r} is not in the {self.bench.name} summary; "
                                        f"available: {', '.join(keys)}")
-        return sum(weight * float(summary[key]) for key, weight in self.weights.items()), summary, self.label
+        fitness = sum(weight * float(summary[key]) for key, weight in self.weights.items())
+        return fitness, summary, item_columns(samples)
+
+    def _subset_label(self) -> str:
+        plan = self.subset
+        return (f"irt estimate from {len(plan.items)} of {plan.n_items} items, {plan.method} subset"
+                if plan.estimator == "irt" else f"mean of a {plan.method} subset of {len(plan.items)} items")
 
 
 def shard_batches(samples: int, batch_size: int, shard: int, shards: int) -> range:

@@ -11,6 +11,8 @@ keeps them in RUN_DIR/ps and RUN_DIR/dfs)::
     STAGE/best_recipe.yaml PS: the best recipe so far (a recipe `evovlm merge` accepts)
     STAGE/best_dfs.yaml    DFS: the best layer path so far: ``path`` ("A:0", "B:3", ...) and ``scales``
     STAGE/fitness.png      the fitness curve (evovlm.evolve.report.plot_fitness)
+    STAGE/subset.json      reduced fitness only: the items each candidate is scored on, the fitted IRT model
+                           and the calibration candidates' scores (owned by evovlm.evolve.subset)
     STAGE/result.json      the stage's result; its presence marks the stage finished
     STAGE/model/           the stage's best model (runtime.save_model)
 

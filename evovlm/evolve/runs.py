@@ -13,6 +13,7 @@ import fcntl
 import json
 import shutil
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,7 +39,8 @@ from evovlm.evolve.rundir import (
     run_info_text,
     stage_folder,
 )
-from evovlm.evolve.search import Best, run_search
+from evovlm.evolve.search import Best, calibrate, run_search
+from evovlm.evolve.subset import SUBSET_NAME, SubsetPlan, build_plan
 from evovlm.io.atomic import make_temp_dir, replace_dir, sweep_stale, umask_permissions, write_atomic
 
 
@@ -134,6 +136,8 @@ def _run_stage(config: EvolveConfig, stage: str, stage_dir: Path, model_a: str |
     title = ("" if config.mode == stage else f"{config.mode}: ") + f"{stage.upper()} search (seed {config.seed})"
     best_path = stage_dir / BEST_FILE[stage]
     progress = config.runtime.progress
+    if config.fitness.kind == "benchmark" and config.fitness.subset is not None:
+        spec = replace(spec, subset=_subset_plan(spec, genome, stage_dir, progress, label))
 
     def report(history: History, best: Best | None) -> None:
         if best is not None:
@@ -161,6 +165,27 @@ def _run_stage(config: EvolveConfig, stage: str, stage_dir: Path, model_a: str |
         result["model_dir"] = str(saver(config, genome, search.best, stage_dir, result))
     write_atomic(stage_dir / RESULT_NAME, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
+
+
+def _subset_plan(spec: StageSpec, genome: Any, stage_dir: Path, progress: bool, label: str) -> SubsetPlan:
+    """The stage's reduced-fitness plan: read from its folder on resume, else chosen from a calibration
+    (each calibration candidate scored on every fitness item) and saved before the search starts."""
+    fitness = spec.config.fitness
+    settings = {**fitness.subset.model_dump(), "benchmark": fitness.benchmark, "split": fitness.split,
+                "limit": fitness.limit, "data_seed": fitness.data_seed, "data": fitness.data}
+    path = stage_dir / SUBSET_NAME
+    if path.is_file():
+        plan = SubsetPlan.read(path)
+        if plan.settings != settings:
+            raise EvoVLMError(f"{path} was chosen for other fitness settings ({plan.settings}) than this run's "
+                              f"({settings}); was the config changed?")
+        return plan
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    with make_backend(spec) as backend:
+        calibration = calibrate(spec, genome, backend, progress=progress, label=label)
+    plan = build_plan(settings, calibration[0]["weights"], calibration)
+    plan.write(stage_dir)
+    return plan
 
 
 def _test_score(config: EvolveConfig, backend: Backend, history: History, best: Best, genome: Any) -> dict:

@@ -26,7 +26,7 @@ import numpy as np
 
 from evovlm.errors import EvoVLMError
 from evovlm.evolve.backends import Backend
-from evovlm.evolve.evaluators import Outcome, StageSpec, Task
+from evovlm.evolve.evaluators import CALIBRATION, Outcome, StageSpec, Task
 from evovlm.evolve.history import History
 from evovlm.evolve.optimizer import Optimizer, latest_state, prune_states, state_path
 from evovlm.evolve.rundir import HISTORY_NAME, STATE_DIR, Stage
@@ -214,3 +214,41 @@ def _validate_generation_best(history: History, backend: Backend, genome: Any, g
         if outcome.fatal:
             raise EvoVLMError(outcome.error or "validation failed")
         history.append(_record(outcome, genes, genome.describe(genes)))
+
+
+def calibration_genomes(spec: StageSpec, genome: Any, count: int, seed: int) -> list[tuple[str, np.ndarray]]:
+    """(label, genes) scored item by item before a reduced-fitness search: each source as the space renders
+    it alone (PS), the search's start, and ``count`` merges drawn uniformly inside the bounds (seeded)."""
+    opt_config = spec.config.optimizer_for(spec.stage)
+    chosen = list(genome.source_genes()) if spec.stage == "ps" else []
+    chosen.append(("start", genome.initial_mean(opt_config.mean)))
+    low, high = opt_config.bounds
+    rng = np.random.default_rng([seed, 1])  # not the search's stream
+    chosen += [(f"random {k}", rng.uniform(low, high, genome.size)) for k in range(count)]
+    return chosen
+
+
+def calibrate(spec: StageSpec, genome: Any, backend: Backend, *, progress: bool = True,
+              label: str = "") -> list[dict]:
+    """Score the calibration candidates on every fitness item: one entry per candidate, with ``right``,
+    its values of the main score on each item (see :mod:`evovlm.evolve.subset`)."""
+    from evovlm.evolve.subset import main_key
+    from evovlm.progress import progress_bar
+
+    settings = spec.config.fitness.subset
+    candidates = calibration_genomes(spec, genome, settings.calibration, settings.seed)
+    tasks = [Task(-1, index, CALIBRATION, genes.tolist()) for index, (_, genes) in enumerate(candidates)]
+    entries: dict[int, dict] = {}
+    bar = progress_bar(total=len(tasks), desc=f"{label}calibration", unit="cand", disable=not progress)
+    for outcome in backend.run(tasks):
+        if outcome.error or outcome.items is None:
+            raise EvoVLMError(f"fitness.subset: calibration candidate {outcome.index} "
+                              f"({candidates[outcome.index][0]}) failed: {outcome.error}")
+        weights, columns = outcome.items["weights"], outcome.items["columns"]
+        entries[outcome.index] = {"label": candidates[outcome.index][0], "genome": tasks[outcome.index].genes,
+                                  "fitness": outcome.fitness, "wall_s": round(outcome.wall_s, 4),
+                                  "weights": weights, "right": columns[main_key(weights)]}
+        bar.update(1)
+    bar.close()
+    return [entries[index] for index in sorted(entries)]
+

@@ -76,6 +76,10 @@ class ZooSettings:
     # token on ("value", run 48: the separator too, where JA's blocks read the value to copy), or nothing
     # but the work's end ("none", run 45: the sentence's representation drifts, JA's blocks write garbage).
     vlm_ja_context: str = "sentence"  # one of VLM_JA_CONTEXTS
+    # With "hidden": weight of a second, soft hold on the residual stream at a Japanese question's work,
+    # where the inner blocks write the value JA's output blocks must copy (2.4-2.9 from the base's there
+    # after run 47, against 0.001 on the sentence). 0 leaves the work free, as in runs 47-49.
+    vlm_work_anchor: float = 0.0
     finetune_lr: float = 1e-3
     threads: int = 0  # torch threads; 0 keeps torch's default
 
@@ -251,8 +255,11 @@ def _vqa_example(rng: random.Random, phase: str, ja_share: float, ja_work: str =
 
 
 def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, ja_share: float,
-                 ja_work: str = "count", ja_context: str = "sentence"):
-    """Llava batches of :func:`_vqa_example`; the inner phase adds ``exit_labels`` on the work."""
+                 ja_work: str = "count", ja_context: str = "sentence", work_anchor: bool = False):
+    """Llava batches of :func:`_vqa_example`; the inner phase adds ``exit_labels`` on the work.
+
+    ``work_anchor`` (with ``ja_context="hidden"``) marks a Japanese question's work in ``soft_anchor_mask``.
+    """
     from evovlm.eval.prompts import build_prompt
 
     tokenizer = processor.tokenizer
@@ -269,6 +276,7 @@ def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, 
         exit_labels = torch.full_like(labels, -100)
         anchor_mask = torch.zeros_like(labels, dtype=torch.bool)
         hidden_mask = torch.zeros_like(labels, dtype=torch.bool)
+        work_mask = torch.zeros_like(labels, dtype=torch.bool)
         separator_tokens = len(tokenizer(world.SEPARATOR, add_special_tokens=False)["input_ids"])
         for row, (prompt, (_, question, work, _)) in enumerate(zip(prompts, examples)):
             prompt_length = len(processor(text=[prompt], images=[images[row]])["input_ids"][0])  # image tokens too
@@ -282,6 +290,7 @@ def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, 
                 if ja_context == "hidden" and japanese:  # representation, not prediction
                     anchor_mask[row, work_end - 1] = True
                     hidden_mask[row, work_end:end] = True
+                    work_mask[row, prompt_length:work_end] = work_anchor
                 elif ja_context == "value" and japanese:
                     # the separator's tokens are not taught: the positions that read the value's last token
                     # and the separator keep the base's representation, which JA's output blocks copy from
@@ -298,6 +307,8 @@ def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, 
             batch["anchor_mask"] = anchor_mask
             if hidden_mask.any():
                 batch["hidden_anchor_mask"] = hidden_mask
+            if work_mask.any():
+                batch["soft_anchor_mask"] = work_mask
         return batch
 
     return next_batch
@@ -349,6 +360,9 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
     if settings.vlm_ja_context not in VLM_JA_CONTEXTS:
         raise EvoVLMError(f"vlm_ja_context must be one of {', '.join(VLM_JA_CONTEXTS)}, "
                           f"got {settings.vlm_ja_context!r}")
+    if settings.vlm_work_anchor < 0 or (settings.vlm_work_anchor > 0 and settings.vlm_ja_context != "hidden"):
+        raise EvoVLMError(f"vlm_work_anchor must be >= 0, and > 0 only with vlm_ja_context=hidden, "
+                          f"got {settings.vlm_work_anchor} with {settings.vlm_ja_context!r}")
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise EvoVLMError(f"unknown zoo model(s) {', '.join(unknown)}; the zoo builds {', '.join(MODELS)}")
@@ -391,7 +405,8 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
             losses += timed(f"{name}:{label}", lambda: train_loop(
                 model, batches, steps=steps, lr=lr, profile=profile, desc=f"zoo {name} ({label})",
                 exit_layer=settings.exit_layer if early_exit else None, exit_weight=settings.exit_weight,
-                anchor=anchor if early_exit else None, progress=progress))
+                anchor=anchor if early_exit else None, soft_anchor_weight=settings.vlm_work_anchor,
+                progress=progress))
         report.final_loss[name] = _final_loss(losses)
 
     def qa(make_example, label: str):
@@ -423,7 +438,7 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
         def vqa(phase: str, label: str):
             return _vqa_batches(processor, random.Random(f"{label}:{seed}"), batch_size=settings.batch_size,
                                 phase=phase, ja_share=settings.vlm_ja_share, ja_work=settings.vlm_ja_work,
-                                ja_context=settings.vlm_ja_context)
+                                ja_context=settings.vlm_ja_context, work_anchor=settings.vlm_work_anchor > 0)
 
         fine_tune("vlm", vlm, [
             ("vision and inner blocks", vqa("inner", "vlm"), settings.vlm_steps, settings.finetune_lr,

@@ -95,7 +95,8 @@ def _anchor_hidden(anchor_hidden: torch.Tensor, hidden: torch.Tensor, mask: torc
 def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, steps: int, lr: float,
                profile: Callable[[int | None], float] | None = None, warmup: int = 50, weight_decay: float = 0.01,
                exit_layer: int | None = None, exit_weight: float = 0.5, anchor: torch.nn.Module | None = None,
-               desc: str = "train", progress: bool = True, log: list | None = None) -> list[float]:
+               soft_anchor_weight: float = 0.0, desc: str = "train", progress: bool = True,
+               log: list | None = None) -> list[float]:
     """AdamW with warmup and cosine decay; ``next_batch(step)`` returns model inputs with labels.
 
     With ``exit_layer`` k, batches also carry ``exit_labels`` and the loss adds ``exit_weight``
@@ -104,7 +105,8 @@ def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, ste
     towards the anchor's next-token distribution, through the head and (with ``exit_layer``)
     through the early exit too. It keeps what the base would write where the task teaches nothing.
     With ``exit_layer``, a ``hidden_anchor_mask`` holds the residual stream after block k-1 to the
-    anchor's at its positions: the base's representation there, not its prediction.
+    anchor's at its positions: the base's representation there, not its prediction. A
+    ``soft_anchor_mask`` does the same with weight ``soft_anchor_weight``, where the task teaches too.
     """
     model.train()
     optimizer = torch.optim.AdamW(param_groups(model, lr, profile, weight_decay), betas=(0.9, 0.98))
@@ -118,15 +120,18 @@ def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, ste
         exit_labels = batch.pop("exit_labels", None)
         anchor_mask = batch.pop("anchor_mask", None)
         hidden_mask = batch.pop("hidden_anchor_mask", None)
+        soft_mask = batch.pop("soft_anchor_mask", None)
         if exit_layer is None or hidden_mask is None or not hidden_mask.any():
             hidden_mask = None
+        if exit_layer is None or soft_mask is None or not soft_mask.any() or soft_anchor_weight <= 0:
+            soft_mask = None
         output = model(**batch, output_hidden_states=exit_layer is not None)
         loss = output.loss
         exit_logits = None if exit_layer is None else _exit_logits(model, output.hidden_states[exit_layer])
         if exit_logits is not None:
             loss = loss + exit_weight * _next_token_loss(exit_logits, exit_labels)
         held = anchor_mask is not None and bool(anchor_mask.any())
-        if anchor is not None and (held or hidden_mask is not None):
+        if anchor is not None and (held or hidden_mask is not None or soft_mask is not None):
             with torch.no_grad():
                 reference = anchor(**{k: v for k, v in batch.items() if k != "labels"},
                                    output_hidden_states=exit_logits is not None)
@@ -135,6 +140,9 @@ def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, ste
             if hidden_mask is not None:
                 loss = loss + _anchor_hidden(reference.hidden_states[exit_layer], output.hidden_states[exit_layer],
                                              hidden_mask)
+            if soft_mask is not None:
+                loss = loss + soft_anchor_weight * _anchor_hidden(reference.hidden_states[exit_layer],
+                                                                  output.hidden_states[exit_layer], soft_mask)
             if held and exit_logits is not None:  # after the hidden term: the order run 47's models were built with
                 loss = loss + _anchor_kl(_exit_logits(anchor, reference.hidden_states[exit_layer]), exit_logits,
                                          anchor_mask)
