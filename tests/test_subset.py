@@ -119,6 +119,9 @@ def test_config_rejects_a_subset_outside_the_fitness():
     assert config.fitness.subset.estimator == "irt" and config.fitness.subset.calibration == 8
     with pytest.raises(EvoVLMError, match="test.subset: only the fitness is reduced"):
         config_from_dict({**base, "fitness": "zoo-mgsm-ja", "test": {"benchmark": "zoo-mgsm-ja", "subset": subset}})
+    with pytest.raises(EvoVLMError, match="rerank and validation both choose"):
+        config_from_dict({**base, "fitness": {"benchmark": "zoo-mgsm-ja", "subset": subset},
+                          "validation": {"benchmark": "zoo-mgsm-ja", "split": "dev"}})
     with pytest.raises(EvoVLMError, match="fitness.subset.method"):
         config_from_dict({**base, "fitness": {"benchmark": "zoo-mgsm-ja", "subset": {"method": "best", "size": 3}}})
 
@@ -142,9 +145,16 @@ def test_a_zoo_run_chooses_its_subset_once_and_resume_reuses_it(tmp_path, monkey
     assert plan.n_items == 12 and len(plan.items) == 4 and all(len(e["right"]) == 12 for e in plan.calibration)
     math_alone = plan.calibration[1]
     assert math_alone["fitness"] == 0.0  # the MATH expert answers in English: acc_ja 0 on every item
-    records = History(run / "history.jsonl").of_type("candidate")
+    history = History(run / "history.jsonl")
+    records, reranks = history.of_type("candidate"), history.of_type("rerank")
     assert len(records) == 4 and all(r["score"]["n"] == 4 for r in records)
     assert "irt estimate from 4 of 12 items, entropy subset" in records[0]["metric"]
+    # every candidate (4 < rerank 5) re-scored on all 12 items; the result is the best there, not on the subset
+    assert sorted((r["generation"], r["index"]) for r in reranks) == [(0, i) for i in range(4)]
+    assert all(r["score"]["n"] == 12 for r in reranks)
+    summary = json.loads((run / "summary.json").read_text())
+    best = max(reranks, key=lambda r: (r["fitness"], -r["index"]))
+    assert (summary["best"]["index"], summary["best"]["rerank"]) == (best["index"], best["fitness"])
     written = (run / SUBSET_NAME).read_bytes()
 
     # one more generation: the resumed run must not calibrate again
@@ -156,7 +166,9 @@ def test_a_zoo_run_chooses_its_subset_once_and_resume_reuses_it(tmp_path, monkey
     monkeypatch.setattr(runs, "calibrate", lambda *a, **k: pytest.fail("calibrated again on resume"))
     runs.run_evolution(None, run, resume=True)
     assert (run / SUBSET_NAME).read_bytes() == written
-    assert len(History(run / "history.jsonl").of_type("candidate")) == 8
+    history = History(run / "history.jsonl")
+    assert len(history.of_type("candidate")) == 8
+    assert len(history.of_type("rerank")) == len({(r["generation"], r["index"]) for r in history.of_type("rerank")})
 
     saved["fitness"]["subset"]["size"] = 5  # a changed subset section is refused, not silently mixed
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
@@ -174,3 +186,19 @@ def test_calibration_needs_a_benchmark_fitness(tmp_path):
               "fitness": {"callable": "os:getcwd", "subset": {"method": "random", "size": 2}}}
     with pytest.raises(EvoVLMError, match="subset"):
         run_evolution(config, tmp_path / "run")
+
+
+def test_zoo_evolve_reduces_the_fitness_of_its_searches():
+    from evovlm.evolve.config import config_from_dict
+    from evovlm.zoo import MODELS_DIR
+    from evovlm.zoo.evolution import EvolveBudget, run_configs
+
+    configs = run_configs(MODELS_DIR, seed=0, budget=EvolveBudget(fitness_subset={"method": "irt", "size": 20}))
+    assert configs["ps-dfs"]["fitness"]["subset"] == {"method": "irt", "size": 20}
+    assert configs["vlm"]["fitness"]["subset"] == {"method": "irt", "size": 20}
+    # ROUGE alone is graded, not right or wrong: a stratified subset and its mean
+    assert configs["vlm-rouge"]["fitness"]["subset"] == {"method": "stratified", "size": 20, "estimator": "mean"}
+    assert "subset" not in configs["dfs"]["fitness"]  # the log-likelihood callable has no items to choose from
+    for config in configs.values():
+        config_from_dict(config)
+    assert "subset" not in run_configs(MODELS_DIR, seed=0, budget=EvolveBudget())["vlm"]["fitness"]

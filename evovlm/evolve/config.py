@@ -34,7 +34,7 @@
                                 # {content_ja: 1.0, rougeL_ja: 0.01} (content first, ROUGE breaks ties)
       generation: {max_new_tokens: 256}
       subset: null              # reduced fitness: {method: irt | entropy | stratified | random, size: 20,
-                                #   seed: 0, estimator: irt | mean, calibration: 8} (evovlm.evolve.subset)
+                                #   seed: 0, estimator: irt | mean, calibration: 8, rerank: 5} (evolve.subset)
     validation: null            # optional, like fitness: scores each generation's best; the final
                                 # model is the generation best with the best validation score
     test: {benchmark: zoo-mgsm-ja, split: test, metric: acc_ja}   # optional held-out re-score
@@ -137,6 +137,7 @@ class SubsetConfig(Section):
     seed: NonNegativeInt = 0
     estimator: Literal["irt", "mean"] = "irt"  # irt: estimate the whole set's score; mean: the subset's
     calibration: NonNegativeInt = 8  # random merges scored item by item first, besides the sources and the start
+    rerank: NonNegativeInt = 5  # the best this many are re-scored on the whole set; the best there is the result
 
 
 class BenchmarkFitness(Section):
@@ -404,6 +405,10 @@ class EvolveConfig(Section):
         for role, section in (("validation", self.validation), ("test", self.test)):
             if getattr(section, "subset", None) is not None:
                 raise ValueError(f"{role}.subset: only the fitness is reduced; {role} scores the whole set")
+        subset = getattr(self.fitness, "subset", None)
+        if subset is not None and subset.rerank and self.validation is not None:
+            raise ValueError("fitness.subset.rerank and validation both choose the final model: give the "
+                             "validation section or rerank > 0, not both (rerank: 0 keeps validation's choice)")
         if self.runtime.shards > 1:
             if self.runtime.backend != "ray":
                 raise ValueError("runtime.shards: only the ray backend shards candidates (set runtime.backend: ray)")

@@ -6,7 +6,8 @@ keeps them in RUN_DIR/ps and RUN_DIR/dfs)::
     config.yaml            the resolved config (defaults filled in, local paths absolute); written first
     run.json               {"format_version": 1, "evovlm_version": ...}; written with config.yaml
     summary.json           the final result, with format_version; written last: the run is finished
-    STAGE/history.jsonl    one record per line (evovlm.evolve.history): candidate, validation, test, generation
+    STAGE/history.jsonl    one record per line (evovlm.evolve.history): candidate, validation, test, generation,
+                           rerank (reduced fitness: the best candidates re-scored on the whole fitness set)
     STAGE/state/           the optimiser state after each generation (gen-NNNN.safetensors)
     STAGE/best_recipe.yaml PS: the best recipe so far (a recipe `evovlm merge` accepts)
     STAGE/best_dfs.yaml    DFS: the best layer path so far: ``path`` ("A:0", "B:3", ...) and ``scales``
@@ -126,10 +127,12 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Choice:
-    """Evolve's choice of a stage's best candidate, with its validation score when validation ran."""
+    """Evolve's choice of a stage's best candidate, with its validation score when validation ran, or its
+    whole-fitness-set score when a reduced-fitness search re-ranked its best candidates."""
 
     candidate: Candidate
     validation: float | None = None
+    rerank: float | None = None
 
 
 @dataclass
@@ -141,6 +144,7 @@ class Stage:
     candidates: list[Candidate] = field(default_factory=list)  # the last record per (generation, index)
     validations: list[Candidate] = field(default_factory=list)  # each generation's best, re-scored
     tests: list[Candidate] = field(default_factory=list)  # the chosen candidate on the held-out test
+    reranks: list[Candidate] = field(default_factory=list)  # reduced fitness: the best ones on the whole set
     skipped_lines: int = 0  # history lines that are no record evolve writes (or half written)
     best_text: str = ""  # best_recipe.yaml / best_dfs.yaml as written
     best_recipe: dict | None = None  # PS
@@ -158,13 +162,14 @@ class Stage:
             kind = record.get("type")
             if kind == "generation":
                 continue  # a summary of the candidates, derived from them where needed
-            item = Candidate.from_record(name, record) if kind in ("candidate", "validation", "test") else None
+            known = kind in ("candidate", "validation", "test", "rerank")
+            item = Candidate.from_record(name, record) if known else None
             if item is None:
                 stage.skipped_lines += 1
             elif kind == "candidate":
                 candidates[(item.generation, item.index)] = item  # a retry after a crash replaces a failure
             else:
-                (stage.validations if kind == "validation" else stage.tests).append(item)
+                {"validation": stage.validations, "test": stage.tests, "rerank": stage.reranks}[kind].append(item)
         stage.candidates = sorted(candidates.values(), key=lambda c: (c.generation, c.index))
         return stage
 
@@ -191,15 +196,22 @@ class Stage:
         return next((c.metric for c in self.candidates if c.metric), None)
 
     def best(self, use_validation: bool = True) -> Choice | None:
-        """Evolve's choice (evovlm.evolve.search uses this rule): the generation best with the best
-        validation score when validation ran, else the best fitness; ties go to the earlier candidate
-        (after the higher search fitness, for validation)."""
+        """Evolve's choice (evovlm.evolve.search uses this rule): after a reduced-fitness search, the re-ranked
+        candidate with the best score on the whole fitness set; else the generation best with the best
+        validation score when validation ran, else the best fitness. Ties go to the earlier candidate
+        (after the higher search fitness, for re-ranks and validation)."""
         by_key = {(c.generation, c.index): c for c in self.candidates}
+        low = -math.inf
+        reranked = [(r, by_key[(r.generation, r.index)]) for r in self.reranks
+                    if r.fitness is not None and (r.generation, r.index) in by_key]
+        if reranked:
+            r, chosen = max(reranked, key=lambda p: (p[0].fitness, p[1].fitness if p[1].fitness is not None
+                                                     else low, -p[0].generation, -p[0].index))
+            return Choice(chosen, rerank=r.fitness)
         if use_validation:
             scored = [(v, by_key[(v.generation, v.index)]) for v in self.validations
                       if v.fitness is not None and (v.generation, v.index) in by_key]
             if scored:
-                low = -math.inf
                 v, chosen = max(scored, key=lambda p: (p[0].fitness, p[1].fitness if p[1].fitness is not None
                                                       else low, -p[0].generation, -p[0].index))
                 return Choice(chosen, v.fitness)

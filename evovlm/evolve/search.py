@@ -13,6 +13,10 @@ A genome whose start is a model in its own right (DFS with ``init: a``: model A 
 that start scored once, as an extra candidate of generation 0 (index = population) that
 CMA-ES is not told about; it can be chosen as the best, so such a stage never ends below its
 starting model on the fitness split.
+
+With a reduced fitness (``fitness.subset``), the ``rerank`` best candidates are re-scored on the
+whole fitness set once the generations are done, and the best of them there is the result: a
+score on 20 items flatters the luckiest candidate.
 """
 
 from __future__ import annotations
@@ -41,10 +45,12 @@ class Best:
     genome: list[float]
     fitness: float
     validation: float | None = None
+    rerank: float | None = None  # reduced fitness: its score on the whole fitness set
 
     def to_dict(self) -> dict:
-        return {"generation": self.generation, "index": self.index, "fitness": self.fitness,
+        data = {"generation": self.generation, "index": self.index, "fitness": self.fitness,
                 "validation": self.validation, "genome": self.genome}
+        return data if self.rerank is None else {**data, "rerank": self.rerank}
 
 
 @dataclass
@@ -78,15 +84,15 @@ def _generation_record(generation: int, records: dict[int, dict], wall_s: float 
 
 
 def choose_best(history: History, generations: int, use_validation: bool) -> Best | None:
-    """The final choice among the first ``generations``: best validation among generation bests,
-    or best fitness overall, by the rule of :meth:`evovlm.evolve.rundir.Stage.best` (the app
-    shows a live run's choice with the same rule)."""
+    """The final choice among the first ``generations``: best re-ranked candidate (reduced fitness), best
+    validation among generation bests, or best fitness overall, by the rule of
+    :meth:`evovlm.evolve.rundir.Stage.best` (the app shows a live run's choice with the same rule)."""
     records = [r for r in history.records if isinstance(r.get("generation"), int) and r["generation"] < generations]
     choice = Stage.from_records("", history.path.parent, records).best(use_validation)
     if choice is None:
         return None
     chosen = choice.candidate
-    return Best(chosen.generation, chosen.index, chosen.genome, chosen.fitness, choice.validation)
+    return Best(chosen.generation, chosen.index, chosen.genome, chosen.fitness, choice.validation, choice.rerank)
 
 
 def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, *, progress: bool = True,
@@ -150,6 +156,9 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
                 outer.set_postfix(best=f"{best.fitness:.4g}")
             if on_generation is not None:
                 on_generation(history, best)
+        subset = getattr(config.fitness, "subset", None)
+        if spec.subset is not None and subset.rerank:
+            _rerank(history, backend, genome, total, subset.rerank, label, progress)
     finally:
         outer.close()
         history.close()
@@ -199,6 +208,31 @@ def _close_told_generations(history: History, told: int) -> None:
     for generation in range(told):
         if generation not in closed:
             history.append(_generation_record(generation, history.candidates(generation), None))
+
+
+def _rerank(history: History, backend: Backend, genome: Any, generations: int, count: int, label: str,
+            progress: bool) -> None:
+    """Re-score the ``count`` best candidates of a reduced-fitness search on the whole fitness set (once; a
+    resume scores only those not done): the final choice is the best of them there, not the luckiest subset
+    score (see :meth:`evovlm.evolve.rundir.Stage.best`)."""
+    from evovlm.progress import progress_bar
+
+    scored = [r for r in history.of_type("candidate") if r.get("fitness") is not None and "source" not in r
+              and r["generation"] < generations]
+    top = sorted(scored, key=lambda r: (-r["fitness"], r["generation"], r["index"]))[:count]
+    done = {(r["generation"], r["index"]) for r in history.of_type("rerank")}
+    tasks = [Task(r["generation"], r["index"], CALIBRATION, r["genome"]) for r in top
+             if (r["generation"], r["index"]) not in done]
+    bar = progress_bar(total=len(top), initial=len(top) - len(tasks), desc=f"{label}re-rank on the whole set",
+                       unit="cand", disable=not progress)
+    for outcome in backend.run(tasks):
+        if outcome.fatal:
+            raise EvoVLMError(outcome.error or "re-ranking failed")
+        genes = next(t.genes for t in tasks if (t.generation, t.index) == (outcome.generation, outcome.index))
+        record = {**_record(outcome, genes, genome.describe(genes)), "type": "rerank"}
+        history.append(record)
+        bar.update(1)
+    bar.close()
 
 
 def _validate_generation_best(history: History, backend: Backend, genome: Any, generation: int,

@@ -46,6 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="DFS budget in generations (default 100)")
     evolve.add_argument("--dfs-workers", type=count(1), default=None,
                         help="processes scoring DFS candidates (default: the CPU count, at most 4)")
+    evolve.add_argument("--fitness-subset", metavar="METHOD:SIZE", default=None,
+                        help="reduced fitness for the PS and VLM searches: each candidate answers SIZE problems "
+                             "chosen by METHOD (irt, stratified, entropy, random), the rest estimated")
     evolve.add_argument("--limit", type=count(1), default=None,
                         help="score only the first N test problems in the table (searches use the fitness split)")
     evolve.add_argument("--data-seed", type=count(0), default=None, help="score the table on a fresh draw")
@@ -120,6 +123,14 @@ def _evolve(args: argparse.Namespace) -> int:
         budget = replace(budget, dfs_generations=args.dfs_generations)
     if args.dfs_workers:
         budget = replace(budget, dfs_workers=args.dfs_workers)
+    if args.fitness_subset:
+        from evovlm.evolve.subset import METHODS
+
+        method, _, size = args.fitness_subset.partition(":")
+        if method not in METHODS or not size.isdigit() or int(size) < 1:
+            raise EvoVLMError(f"--fitness-subset {args.fitness_subset!r}: use METHOD:SIZE with METHOD one of "
+                              f"{', '.join(METHODS)}, e.g. irt:20")
+        budget = replace(budget, fitness_subset={"method": method, "size": int(size)})
     if args.data_seed is not None and args.split is not None:
         raise EvoVLMError("--data-seed draws a fresh set; it cannot be combined with --split")
     runs = {"text": TEXT_RUNS, "vlm": VLM_RUNS, None: RUN_NAMES}[args.half]

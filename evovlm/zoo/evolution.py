@@ -61,6 +61,9 @@ class EvolveBudget:
     vlm_trials: int = 300  # 60 and 150 stopped short of the oracle's layout on seed 0 (runs 39-41)
     repeats: int = 3  # DFS: r, T = M * r slots
     fitness_limit: int | None = None  # problems of the fitness split (default: all 100)
+    # reduced fitness for the PS, PS+DFS and VLM searches (evovlm.evolve.subset), e.g. {"method": "irt", "size": 20};
+    # the ROUGE-only VLM run (a graded score) takes the subset's mean on a stratified subset instead
+    fitness_subset: dict | None = None
 
 
 def run_configs(zoo: Path, *, seed: int, budget: EvolveBudget, split: str = "test") -> dict[str, dict]:
@@ -69,7 +72,8 @@ def run_configs(zoo: Path, *, seed: int, budget: EvolveBudget, split: str = "tes
     Each run scores its best model on ``split`` when it ends: ``dev`` while designing, so that
     design rounds never see the test split."""
     refs = zoo_refs(zoo)
-    mgsm = {"benchmark": "zoo-mgsm-ja", "split": "fitness", "limit": budget.fitness_limit, "metric": "acc_ja"}
+    mgsm = {"benchmark": "zoo-mgsm-ja", "split": "fitness", "limit": budget.fitness_limit, "metric": "acc_ja",
+            **_subset(budget)}
     mgsm_test = {"benchmark": "zoo-mgsm-ja", "split": split, "metric": "acc_ja"}
     ps = {"method": "task_arithmetic", "base_model": refs["base"], "models": [refs["ja"], refs["math"]],
           "group_size": 2, "budget": {"trials": budget.ps_trials}}
@@ -102,8 +106,18 @@ def vlm_run(refs: dict[str, str], seed: int, budget: EvolveBudget, metric: str |
             # there too slowly on seed 0 (run 41)
             "optimizer": {"name": "cma", "sigma": 0.3},
             "fitness": {"benchmark": "zoo-vqa-ja", "split": "fitness", "limit": budget.fitness_limit,
-                        "metric": metric},
+                        "metric": metric, **_subset(budget, graded=metric == "rougeL_ja")},
             "test": {"benchmark": "zoo-vqa-ja", "split": split, "metric": "content_ja"}}
+
+
+def _subset(budget: EvolveBudget, graded: bool = False) -> dict:
+    if not budget.fitness_subset:
+        return {}
+    subset = dict(budget.fitness_subset)
+    if graded:  # ROUGE has no right or wrong answer for the IRT model to fit
+        method = subset.get("method", "irt")
+        subset.update(estimator="mean", method="stratified" if method == "irt" else method)
+    return {"subset": subset}
 
 
 def evolved_models(out_dir: Path) -> dict[str, Path]:
