@@ -4,7 +4,7 @@
     python benchmarks/evolve_bench.py --models zoo:base,zoo:ja,zoo:math \\
         --bench zoo-mgsm-ja --split fitness --limit 100                 # the zoo, once it exists
     python benchmarks/evolve_bench.py --config my-ps.yaml --config my-dfs.yaml --candidates 100
-    python benchmarks/evolve_bench.py ... --subset irt:20 --subset random:20:mean   # + reduced-fitness PS rows
+    python benchmarks/evolve_bench.py ... --subset irt:20 --subset random:20:mean:0  # + reduced-fitness PS rows
 
 Runs real searches (``run_evolution``: in-memory merges or DFS paths, then the evaluator on the
 fitness benchmark) for about ``--candidates`` candidates each, in a temporary run directory, and
@@ -13,10 +13,11 @@ into the resident model / setting the DFS path) and ``eval`` is generating and s
 of the candidates' own time; ``busy`` is that time over wall time x workers (the rest is start-up,
 model loading, the optimiser and the history). The target: a 100-candidate PS run in <= 10 minutes.
 
-``--subset METHOD:SIZE[:ESTIMATOR]`` adds a PS row per value whose fitness is reduced
+``--subset METHOD:SIZE[:ESTIMATOR[:RERANK]]`` adds a PS row per value whose fitness is reduced
 (:mod:`evovlm.evolve.subset`): each candidate answers SIZE items. Its wall time includes the
-calibration before the search (``calib s``: the sources, the start and 8 random merges, each on the
-whole fitness set), and ``problems`` counts every problem any candidate answered, calibration too.
+calibration before the search and the re-ranking after it (``calib s``: the sources, the start and 8
+random merges, then the 5 best, each on the whole fitness set), and ``problems`` counts every problem
+any candidate answered, those too.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def default_configs(args: argparse.Namespace) -> list[tuple[str, dict]]:
            "budget": {"trials": args.dfs_candidates}}
     reduced = []
     for choice in args.subset or []:
-        method, size, *estimator = choice.split(":")
-        subset = {"method": method, "size": int(size), "estimator": estimator[0] if estimator else "irt"}
+        method, size, *rest = choice.split(":")
+        subset = {"method": method, "size": int(size), "estimator": rest[0] if rest else "irt",
+                  "rerank": int(rest[1]) if len(rest) > 1 else 5}
         reduced.append((f"PS {choice}", {**ps, "fitness": {**fitness, "subset": subset}}))
     return [("PS", ps), *reduced, ("DFS", dfs)]
 
@@ -66,7 +68,8 @@ def timed_run(label: str, config: dict, work: Path) -> dict:
     summary = run_evolution(config, work / label.lower().replace(" ", "-").replace(":", "-"))
     wall = time.perf_counter() - started
     run = work / label.lower().replace(" ", "-").replace(":", "-")
-    records = History(run / "history.jsonl").of_type("candidate")
+    history = History(run / "history.jsonl")
+    records, reranks = history.of_type("candidate"), history.of_type("rerank")
     calibration = json.loads((run / "subset.json").read_text())["calibration"] if (run / "subset.json").exists() else []
     items = [(r["score"] or {}).get("n", 0) for r in records]
     merge = sum(r["merge_s"] for r in records)
@@ -79,8 +82,9 @@ def timed_run(label: str, config: dict, work: Path) -> dict:
             "merge_pct": 100 * merge / busy, "eval_pct": 100 * evaluation / busy,
             "busy_pct": 100 * busy / (wall * workers), "s_per_cand": wall / max(1, len(records)),
             "merge_ms": 1000 * merge / max(1, len(records)), "best": summary["best"]["fitness"],
-            "calibration_s": sum(c["wall_s"] for c in calibration),
-            "problems": sum(items) + sum(len(c["right"]) for c in calibration)}
+            "calibration_s": sum(c["wall_s"] for c in calibration) + sum(r["wall_s"] for r in reranks),
+            "problems": sum(items) + sum(len(c["right"]) for c in calibration)
+            + sum((r["score"] or {}).get("n", 0) for r in reranks)}
 
 
 def main() -> int:
@@ -99,8 +103,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--candidates", type=int, default=100, help="PS candidates (default 100)")
     parser.add_argument("--dfs-candidates", type=int, default=50, help="DFS candidates (default 50)")
-    parser.add_argument("--subset", action="append", metavar="METHOD:SIZE[:ESTIMATOR]",
-                        help="add a PS row with reduced fitness (irt|entropy|stratified|random, items, irt|mean)")
+    parser.add_argument("--subset", action="append", metavar="METHOD:SIZE[:ESTIMATOR[:RERANK]]",
+                        help="add a PS row with reduced fitness (irt|entropy|stratified|random, items, irt|mean, "
+                             "candidates re-ranked on the whole set, default 5)")
     parser.add_argument("--workers", type=int, help="evaluation processes (default: one per GPU, else 1)")
     parser.add_argument("--work-dir", type=Path, help="keep the run directories here (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
