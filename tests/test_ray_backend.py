@@ -32,7 +32,11 @@ fitness = {"synthetic": {"synthetic": "helpers:sphere_dying"}, "model": {"callab
            # 10 questions in 4 generation batches of 3, the Ray run in 3 shards per candidate; the tiny models'
            # replies overlap the references a little, so ROUGE-L differs from candidate to candidate
            "shards": {"benchmark": "zoo-ja-qa", "split": "fitness", "limit": 10, "metric": "rougeL",
-                      "generation": {"max_new_tokens": 12, "batch_size": 3}, "imports": ["dying_generate"]}}[kind]
+                      "generation": {"max_new_tokens": 12, "batch_size": 3}, "imports": ["dying_generate"]}}
+# reduced fitness over shards: 6 of the 10 questions per candidate; calibration and re-ranking whole
+fitness["subset"] = {**fitness["shards"], "metric": {"content_ja": 1.0, "rougeL": 0.5},
+                     "subset": {"method": "random", "size": 6, "calibration": 2, "rerank": 3}}
+fitness = fitness[kind]
 result = {}
 for backend in ("local", "ray"):
     if backend == "ray" and len(sys.argv) > 4:  # an actor (not this process) dies: set before Ray starts them
@@ -43,7 +47,7 @@ for backend in ("local", "ray"):
               "fitness": fitness, "runtime": {"workers": 1 if backend == "local" else 2, "backend": backend,
                                              "save_model": False, "plot": False, "progress": False,
                                              "devices": ["cpu"]}}
-    if kind == "shards":
+    if kind in ("shards", "subset"):
         config["runtime"]["shards"] = 3 if backend == "ray" else 1
     summary = run_evolution(config, out / backend)
     records = History(out / backend / "history.jsonl").of_type("candidate")
@@ -51,7 +55,9 @@ for backend in ("local", "ray"):
                        "candidates": sorted((r["generation"], r["index"], r["genome"], r["fitness"]) for r in records),
                        "workers": sorted({w for r in records for w in r["worker"].split(",")}),
                        "scores": sorted((r["generation"], r["index"], json.dumps(r.get("score"), sort_keys=True))
-                                        for r in records)}
+                                        for r in records),
+                       "reranks": sorted((r["generation"], r["index"], r["fitness"])
+                                         for r in History(out / backend / "history.jsonl").of_type("rerank"))}
 print("RESULT " + json.dumps(result))
 '''
 
@@ -109,3 +115,13 @@ def test_sharded_candidates_give_the_serial_fitness_and_survive_a_dying_actor(tm
     assert result["ray"]["best"] == result["local"]["best"]
     assert len(result["ray"]["workers"]) >= 2  # shards of candidates went to both actors
     assert len({fitness for *_, fitness in result["ray"]["candidates"]}) > 3  # the fitness tells candidates apart
+
+
+def test_a_reduced_fitness_in_shards_gives_the_serial_search(tmp_path):
+    """fitness.subset with 3 shards per candidate: the shards answer the subset's items and the driver estimates
+    from them; calibration and re-ranking go whole. Candidates, fitness and re-ranks equal the serial run's."""
+    result = _run(tmp_path, "subset")
+    assert result["ray"]["candidates"] == result["local"]["candidates"] and len(result["ray"]["candidates"]) == 18
+    assert result["ray"]["scores"] == result["local"]["scores"]
+    assert result["ray"]["reranks"] == result["local"]["reranks"] and len(result["ray"]["reranks"]) == 3
+    assert result["ray"]["best"] == result["local"]["best"]

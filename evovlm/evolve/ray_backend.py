@@ -28,7 +28,15 @@ from typing import Any, Iterator, Sequence
 
 from evovlm.errors import EvoVLMError, option
 from evovlm.evolve.backend import Backend
-from evovlm.evolve.evaluators import FatalEvaluationError, Outcome, StageSpec, Task, build_evaluator, make_scorer
+from evovlm.evolve.evaluators import (
+    CALIBRATION,
+    FatalEvaluationError,
+    Outcome,
+    StageSpec,
+    Task,
+    build_evaluator,
+    make_scorer,
+)
 
 RESTARTS = 3  # a dying actor is restarted this often, and its call retried
 
@@ -86,7 +94,8 @@ class RayBackend(Backend):
         from ray.exceptions import RayActorError, RayTaskError
 
         try:
-            if self.shards == 1:
+            # calibration and re-ranking need each item's score, which only a whole candidate's outcome carries
+            if self.shards == 1 or any(task.role == CALIBRATION for task in tasks):
                 yield from self._pool.map_unordered(lambda actor, task: actor.evaluate.remote(task), list(tasks))
                 return
             parts = [replace(task, shard=shard, shards=self.shards) for task in tasks for shard in range(self.shards)]
@@ -113,7 +122,8 @@ class RayBackend(Backend):
             return outcome
         try:
             if first.role not in self._scorers:
-                self._scorers[first.role] = make_scorer(self.spec.fitness_for(first.role), first.role)
+                subset = self.spec.subset if first.role == "fitness" else None  # the shards answered its items
+                self._scorers[first.role] = make_scorer(self.spec.fitness_for(first.role), first.role, subset)
             responses = {index: text for part in parts for index, text in (part.responses or {}).items()}
             fitness, outcome.score, outcome.metric = self._scorers[first.role].combine(responses)
             if not math.isfinite(float(fitness)):
