@@ -63,14 +63,15 @@ def default_configs(args: argparse.Namespace) -> list[tuple[str, dict]]:
 def timed_run(label: str, config: dict, work: Path) -> dict:
     from evovlm.evolve.history import History
     from evovlm.evolve.runs import run_evolution
+    from evovlm.evolve.subset import SUBSET_NAME, SubsetPlan
 
-    started = time.perf_counter()
-    summary = run_evolution(config, work / label.lower().replace(" ", "-").replace(":", "-"))
-    wall = time.perf_counter() - started
     run = work / label.lower().replace(" ", "-").replace(":", "-")
+    started = time.perf_counter()
+    summary = run_evolution(config, run)
+    wall = time.perf_counter() - started
     history = History(run / "history.jsonl")
     records, reranks = history.of_type("candidate"), history.of_type("rerank")
-    calibration = json.loads((run / "subset.json").read_text())["calibration"] if (run / "subset.json").exists() else []
+    calibration = SubsetPlan.read(run / SUBSET_NAME).calibration if (run / SUBSET_NAME).exists() else []
     items = [(r["score"] or {}).get("n", 0) for r in records]
     merge = sum(r["merge_s"] for r in records)
     evaluation = sum(r["eval_s"] for r in records)

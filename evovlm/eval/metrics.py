@@ -179,7 +179,7 @@ def score_rouge_ja(
                 named_ja = (record["content"] if spec.get("accepted_ja") is None
                             else content_correct(prediction, spec["accepted_ja"], wrong, numbers))
                 record["content_ja"] = named_ja and record["pred_is_ja"]
-    return _summarise(item_columns(samples), seed=bootstrap_seed, n_resamples=n_resamples), samples
+    return _summarise(item_columns("rouge-ja", samples), seed=bootstrap_seed, n_resamples=n_resamples), samples
 
 
 # --- MGSM -----------------------------------------------------------------------
@@ -228,22 +228,23 @@ def score_mgsm(
     """MGSM accuracy in percent: (summary with acc/acc_ja + CIs, per-sample records)."""
     _check_lengths("gold answers", golds, predictions)
     samples = [mgsm_sample(gold, pred) for gold, pred in zip(golds, predictions)]
-    return _summarise(item_columns(samples), seed=bootstrap_seed, n_resamples=n_resamples), samples
+    return _summarise(item_columns("mgsm", samples), seed=bootstrap_seed, n_resamples=n_resamples), samples
 
 
 _MGSM_COLUMNS = {"acc": "correct", "acc_ja": "correct_ja", "acc_pure": "correct_pure"}  # summary key <- sample field
 _ROUGE_COLUMNS = ("rouge1", "rouge2", "rougeL", "rougeL_ja", "content", "content_ja")
 
 
-def item_columns(samples: Sequence[dict]) -> dict[str, list[float]]:
-    """Each summary score's value on each sample (the summary is their mean): 100 or 0 for a right
-    or wrong answer, the ROUGE F-measure as it is. Works on either metric's per-sample records."""
-    if not samples:
-        return {}
-    if "correct_ja" in samples[0]:
+def item_columns(metric: str, samples: Sequence[dict]) -> dict[str, list[float]]:
+    """Each summary score's value on each of ``metric``'s per-sample records (the summary is their mean):
+    100 or 0 for a right or wrong answer, the ROUGE F-measure as it is. ``content`` and ``content_ja``
+    only where every record was scored for content."""
+    if metric == "mgsm":
         fields = _MGSM_COLUMNS
+    elif metric == "rouge-ja":
+        fields = {name: name for name in _ROUGE_COLUMNS if samples and all(name in sample for sample in samples)}
     else:
-        fields = {name: name for name in _ROUGE_COLUMNS if all(name in sample for sample in samples)}
+        raise ValueError(f"no per-item scores for metric {metric!r}; known: {', '.join(METRICS)}")
     return {key: [100.0 * s[field] if isinstance(s[field], bool) else float(s[field]) for s in samples]
             for key, field in fields.items()}
 

@@ -367,7 +367,7 @@ class BenchmarkScorer:
             raise FatalEvaluationError(f"metric {missing_keys[0]!r} is not in the {self.bench.name} summary; "
                                        f"available: {', '.join(keys)}")
         fitness = sum(weight * float(summary[key]) for key, weight in self.weights.items())
-        return fitness, summary, item_columns(samples)
+        return fitness, summary, item_columns(self.bench.metric, samples)
 
     def _subset_label(self) -> str:
         plan = self.subset

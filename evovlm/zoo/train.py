@@ -137,12 +137,10 @@ def train_loop(model: torch.nn.Module, next_batch: Callable[[int], dict], *, ste
                                    output_hidden_states=exit_logits is not None)
             if held:
                 loss = loss + _anchor_kl(reference.logits, output.logits, anchor_mask)
-            if hidden_mask is not None:
-                loss = loss + _anchor_hidden(reference.hidden_states[exit_layer], output.hidden_states[exit_layer],
-                                             hidden_mask)
-            if soft_mask is not None:
-                loss = loss + soft_anchor_weight * _anchor_hidden(reference.hidden_states[exit_layer],
-                                                                  output.hidden_states[exit_layer], soft_mask)
+            for mask, weight in ((hidden_mask, 1.0), (soft_mask, soft_anchor_weight)):
+                if mask is not None:  # 1.0 * term is the term exactly: run 47's models rebuild bit for bit
+                    loss = loss + weight * _anchor_hidden(reference.hidden_states[exit_layer],
+                                                          output.hidden_states[exit_layer], mask)
             if held and exit_logits is not None:  # after the hidden term: the order run 47's models were built with
                 loss = loss + _anchor_kl(_exit_logits(anchor, reference.hidden_states[exit_layer]), exit_logits,
                                          anchor_mask)

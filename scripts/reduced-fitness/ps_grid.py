@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from evovlm.evolve.runs import run_evolution
+from evovlm.evolve.subset import SUBSET_NAME, SubsetPlan
 from evovlm.zoo.report import zoo_refs
 
 zoo, out, split = Path(sys.argv[1]).resolve(), Path(sys.argv[2]), sys.argv[3]
@@ -41,8 +42,8 @@ for spec in sys.argv[4:]:
     cands = [h for h in hist if h.get("type") == "candidate"]
     eval_s = sum(h["eval_s"] for h in cands)
     cal = []
-    if (run / "subset.json").exists():
-        cal = json.loads((run / "subset.json").read_text())["calibration"]
+    if (run / SUBSET_NAME).exists():
+        cal = SubsetPlan.read(run / SUBSET_NAME).calibration
     cal_s = sum(c["wall_s"] for c in cal)
     reranks = [h for h in hist if h.get("type") == "rerank"]
     cal_s += sum(h["wall_s"] for h in reranks)
