@@ -31,10 +31,10 @@ QUIET = {"save_model": True, "plot": False, "progress": False, "devices": ["cpu"
 
 
 @torch.no_grad()
-def logit_margin(model, tokenizer) -> float:
-    """A deterministic function of the weights: how much the model prefers token 10 next."""
+def logit_margin(model, tokenizer, token: int = 10) -> float:
+    """A deterministic function of the weights: how much the model prefers ``token`` next."""
     logits = model(input_ids=PROMPT.to(model.device)).logits[0, -1].float()
-    return float(logits[10] - logits.mean())
+    return float(logits[token] - logits.mean())
 
 
 def ps_section(**extra) -> dict:
@@ -42,6 +42,16 @@ def ps_section(**extra) -> dict:
                "models": [str(TINY / "ja"), str(TINY / "math")]}
     section.update(extra)
     return section
+
+
+def test_a_callable_fitness_gets_its_arguments(tmp_path):
+    summary = run_evolution({"mode": "ps", "seed": 1, "ps": ps_section(), "optimizer": {"population": 4},
+                             "budget": {"generations": 1},
+                             "fitness": {"callable": logit_margin, "arguments": {"token": 3}},
+                             "runtime": {**QUIET, "plot": False}}, tmp_path / "run")
+    model = AutoModelForCausalLM.from_pretrained(summary["model_dir"])
+    assert logit_margin(model, None, token=3) == pytest.approx(summary["best"]["fitness"], abs=1e-5)
+    assert logit_margin(model, None) != pytest.approx(summary["best"]["fitness"], abs=1e-3)
 
 
 def test_ps_run_merges_in_memory_and_saves_the_best(tmp_path):

@@ -484,6 +484,7 @@ OUT_OF_RANGE = [
     ("score", "P", "--metric", "rouge-ja", "--seed", "-1"),
     ("evolve", "C", "--out", "O", "--workers", "0"),
     ("zoo", "evolve", "--out", "O", "--ps-trials", "0"),
+    ("zoo", "evolve", "--out", "O", "--quick", "--full"),
     ("zoo", "report", "--data-seed", "-5"),
     ("demo", "--port", "70000"),
     ("demo", "--queue-size", "-1"),

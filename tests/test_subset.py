@@ -191,14 +191,17 @@ def test_calibration_needs_a_benchmark_fitness(tmp_path):
 def test_zoo_evolve_reduces_the_fitness_of_its_searches():
     from evovlm.evolve.config import config_from_dict
     from evovlm.zoo import MODELS_DIR
-    from evovlm.zoo.evolution import EvolveBudget, run_configs
+    from evovlm.zoo.evolution import FULL, EvolveBudget, run_configs
 
-    configs = run_configs(MODELS_DIR, seed=0, budget=EvolveBudget(fitness_subset={"method": "irt", "size": 20}))
+    configs = run_configs(MODELS_DIR, seed=0, budget=EvolveBudget())  # the default: irt, 20 problems
     assert configs["ps-dfs"]["fitness"]["subset"] == {"method": "irt", "size": 20}
     assert configs["vlm"]["fitness"]["subset"] == {"method": "irt", "size": 20}
     # ROUGE alone is graded, not right or wrong: a stratified subset and its mean
     assert configs["vlm-rouge"]["fitness"]["subset"] == {"method": "stratified", "size": 20, "estimator": "mean"}
     assert "subset" not in configs["dfs"]["fitness"]  # the log-likelihood callable has no items to choose from
+    assert configs["dfs"]["fitness"]["arguments"] == {"problems": 25}  # it scores the first 25 replies instead
     for config in configs.values():
         config_from_dict(config)
-    assert "subset" not in run_configs(MODELS_DIR, seed=0, budget=EvolveBudget())["vlm"]["fitness"]
+    full = run_configs(MODELS_DIR, seed=0, budget=FULL)  # --full: every problem, as the published runs
+    assert "subset" not in full["vlm"]["fitness"] and "subset" not in full["ps-dfs"]["fitness"]
+    assert full["dfs"]["fitness"]["arguments"] == {"problems": None}

@@ -168,7 +168,7 @@ def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zo
     )
 
     budget = EvolveBudget(ps_trials=1, dfs_generations=1, dfs_workers=1, hybrid_generations=1, vlm_trials=1,
-                          repeats=1, fitness_limit=2)
+                          repeats=1, fitness_limit=2, fitness_subset=None)  # tests/test_subset.py: with one
     out = tmp_path / "runs"
     result = zoo_evolution(quick_zoo, out, budget=budget, limit=3, progress=False, log=lambda _: None)
     assert json.loads((out / "table.json").read_text(encoding="utf-8")) == result

@@ -210,3 +210,11 @@ def test_reply_log_probability_fitness_against_hand_computed_values():
     colon = tokenizer.convert_tokens_to_ids(":")
     expected = pytest.approx(-math.log(vocabulary), rel=1e-6)
     assert mgsm_ja_reply_logprob(_CopyLM(vocabulary, colon), tokenizer) == expected
+    # the first 3 problems only (the zoo's quicker DFS fitness): 3 rows reach the model
+    rows = []
+    counting = _UniformLM(vocabulary)
+    counting.register_forward_hook(lambda module, args, kwargs, output: rows.append(len(kwargs["input_ids"])),
+                                   with_kwargs=True)
+    assert mgsm_ja_reply_logprob(counting, tokenizer, problems=3) == expected and rows == [3]
+    with pytest.raises(EvoVLMError, match="problems: a whole number of at least 1"):
+        mgsm_ja_reply_logprob(_UniformLM(vocabulary), tokenizer, problems=0)

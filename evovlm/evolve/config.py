@@ -35,6 +35,8 @@
       generation: {max_new_tokens: 256}
       subset: null              # reduced fitness: {method: irt | entropy | stratified | random, size: 20,
                                 #   seed: 0, estimator: irt | mean, calibration: 8, rerank: 5} (evolve.subset)
+                                # a callable instead of a benchmark: {callable: "module:function",
+                                #   arguments: {problems: 25}} -> fn(model, tokenizer, **arguments)
     validation: null            # optional, like fitness: scores each generation's best; the final
                                 # model is the generation best with the best validation score
     test: {benchmark: zoo-mgsm-ja, split: test, metric: acc_ja}   # optional held-out re-score
@@ -176,10 +178,11 @@ class BenchmarkFitness(Section):
 
 
 class CallableFitness(Section):
-    """``fn(model, tokenizer_or_processor) -> float``, named ``module:function``."""
+    """``fn(model, tokenizer_or_processor, **arguments) -> float``, named ``module:function``."""
 
     kind: ClassVar[str] = "callable"
     callable: FunctionRef
+    arguments: dict[str, Any] = Field(default_factory=dict)  # keyword arguments: fn(model, tokenizer, **arguments)
 
     @property
     def source(self) -> str:

@@ -283,7 +283,7 @@ def make_scorer(fitness: FitnessConfig, section: str = "fitness", subset: Subset
         function = import_callable(fitness.callable, "callable")
 
         def call(runner: Any) -> tuple[float, dict | None, str | None]:
-            value = function(runner.model, getattr(runner, "processor", runner.tokenizer))
+            value = function(runner.model, getattr(runner, "processor", runner.tokenizer), **fitness.arguments)
             return float(value), None, getattr(function, "__name__", "callable")
         return call
     if fitness.kind != "benchmark":

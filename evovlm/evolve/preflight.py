@@ -10,11 +10,12 @@ the config's location, not in a worker after the models have loaded.
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any, Callable
 
 from evovlm.errors import EvoVLMError
-from evovlm.evolve.config import FROM_PS, SYNTHETIC, EvolveConfig
+from evovlm.evolve.config import FROM_PS, SYNTHETIC, EvolveConfig, function_name
 from evovlm.evolve.genome import PSGenome
 
 WHERE = "config"
@@ -63,7 +64,14 @@ def _resolve_dfs(config: EvolveConfig, base_dir: str | Path | None):
 def _check_fitness(section: Any, name: str, base_dir: str | Path | None) -> Any:
     where = f"{WHERE}: {name}"
     if section.kind == "callable":
-        import_callable(section.callable, f"{where}.callable")
+        function = import_callable(section.callable, f"{where}.callable")
+        try:  # a misspelt argument: an error now, not a TypeError in every candidate
+            inspect.signature(function).bind(None, None, **section.arguments)
+        except TypeError as exc:
+            raise EvoVLMError(f"{where}.arguments: {function_name(section.callable)} cannot take "
+                              f"{section.arguments}: {exc}") from None
+        except ValueError:  # no signature to check (a builtin)
+            pass
     if section.kind == "synthetic" and section.synthetic not in SYNTHETIC:
         import_callable(section.synthetic, f"{where}.synthetic")
     if section.kind != "benchmark":

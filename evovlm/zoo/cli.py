@@ -41,14 +41,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     evolve.add_argument("--seed", type=count(0), default=0, help="CMA-ES seed of every run (default 0)")
     evolve.add_argument("--resume", action="store_true",
                         help="finish the runs already started in --out instead of starting them again")
+    budgets = evolve.add_mutually_exclusive_group()
+    budgets.add_argument("--quick", action="store_const", const="quick", dest="budget", default="default",
+                         help="a short budget (40 DFS and 2 PS+DFS generations, 100 VLM candidates): the text "
+                              "half in under 3 minutes on 2 cores")
+    budgets.add_argument("--full", action="store_const", const="full", dest="budget",
+                         help="the published settings: every fitness problem for every candidate (about 4 times "
+                              "the default's 7 minutes on 2 cores)")
     evolve.add_argument("--ps-trials", type=count(1), default=None, help="PS budget in candidates (default 120)")
     evolve.add_argument("--dfs-generations", type=count(1), default=None,
                         help="DFS budget in generations (default 100)")
     evolve.add_argument("--dfs-workers", type=count(1), default=None,
                         help="processes scoring DFS candidates (default: the CPU count, at most 4)")
     evolve.add_argument("--fitness-subset", metavar="METHOD:SIZE", default=None,
-                        help="reduced fitness for the PS and VLM searches: each candidate answers SIZE problems "
-                             "chosen by METHOD (irt, stratified, entropy, random), the rest estimated")
+                        help="reduced fitness for the PS, PS+DFS and VLM searches: each candidate answers SIZE "
+                             "problems chosen by METHOD (irt, stratified, entropy, random), the rest estimated "
+                             "(default irt:20; 'none': every problem)")
     evolve.add_argument("--limit", type=count(1), default=None,
                         help="score only the first N test problems in the table (searches use the fitness split)")
     evolve.add_argument("--data-seed", type=count(0), default=None, help="score the table on a fresh draw")
@@ -106,30 +114,32 @@ def _evolve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from evovlm.zoo.evolution import (
+        BUDGETS,
         RUN_NAMES,
         TEXT_RUNS,
         VLM_RUNS,
-        EvolveBudget,
         format_table,
         install_models,
         zoo_evolution,
     )
 
     zoo = _built_zoo(args.zoo, {"text": ("base", "ja", "math"), "vlm": ("base", "ja", "vlm")}.get(args.half, MODELS))
-    budget = EvolveBudget()
+    budget = BUDGETS[args.budget]
     if args.ps_trials:
         budget = replace(budget, ps_trials=args.ps_trials)
     if args.dfs_generations:
         budget = replace(budget, dfs_generations=args.dfs_generations)
     if args.dfs_workers:
         budget = replace(budget, dfs_workers=args.dfs_workers)
-    if args.fitness_subset:
+    if args.fitness_subset == "none":
+        budget = replace(budget, fitness_subset=None)
+    elif args.fitness_subset:
         from evovlm.evolve.subset import METHODS
 
         method, _, size = args.fitness_subset.partition(":")
         if method not in METHODS or not size.isdigit() or int(size) < 1:
             raise EvoVLMError(f"--fitness-subset {args.fitness_subset!r}: use METHOD:SIZE with METHOD one of "
-                              f"{', '.join(METHODS)}, e.g. irt:20")
+                              f"{', '.join(METHODS)}, e.g. irt:20, or none")
         budget = replace(budget, fitness_subset={"method": method, "size": int(size)})
     if args.data_seed is not None and args.split is not None:
         raise EvoVLMError("--data-seed draws a fresh set; it cannot be combined with --split")

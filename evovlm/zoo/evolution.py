@@ -50,20 +50,28 @@ PS_ROW, DFS_ROW, HYBRID_ROW, VLM_ROW = "evolved PS", "evolved DFS", "evolved PS+
 VLM_ROUGE_ROW = "evolved VLM (PS), ROUGE-L-ja fitness alone"  # the lesson: the metric rewards the template
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvolveBudget:
-    """CPU defaults: PS and the VLM take a few minutes on one core, DFS 35-40 minutes on two."""
+    """The default: the whole ``zoo evolve`` in about 7 minutes on 2 cores, with reduced fitness
+    (:data:`FULL`: the published slow settings; :data:`QUICK`: the README's first command)."""
 
     ps_trials: int = 120
     dfs_generations: int = 100  # the paper's count; population 19 (4 + 3 ln 180 genes)
     dfs_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))  # CPU processes
+    # DFS fitness: reply log-likelihood on the first N fitness problems (None: all 100); 25 is 4x cheaper
+    dfs_problems: int | None = 25
     hybrid_generations: int = 4
     vlm_trials: int = 300  # 60 and 150 stopped short of the oracle's layout on seed 0 (runs 39-41)
     repeats: int = 3  # DFS: r, T = M * r slots
     fitness_limit: int | None = None  # problems of the fitness split (default: all 100)
-    # reduced fitness for the PS, PS+DFS and VLM searches (evovlm.evolve.subset), e.g. {"method": "irt", "size": 20};
-    # the ROUGE-only VLM run (a graded score) takes the subset's mean on a stratified subset instead
-    fitness_subset: dict | None = None
+    # reduced fitness for the PS, PS+DFS and VLM searches (evovlm.evolve.subset); the ROUGE-only VLM
+    # run (a graded score) takes the subset's mean on a stratified subset instead. None: every problem
+    fitness_subset: dict | None = field(default_factory=lambda: {"method": "irt", "size": 20})
+
+
+FULL = EvolveBudget(dfs_problems=None, fitness_subset=None)  # the published runs' settings
+QUICK = EvolveBudget(dfs_generations=40, hybrid_generations=2, vlm_trials=100)
+BUDGETS = {"quick": QUICK, "default": EvolveBudget(), "full": FULL}
 
 
 def run_configs(zoo: Path, *, seed: int, budget: EvolveBudget, split: str = "test") -> dict[str, dict]:
@@ -88,7 +96,8 @@ def run_configs(zoo: Path, *, seed: int, budget: EvolveBudget, split: str = "tes
                    "fitness": mgsm, "test": mgsm_test},
         "dfs": {"mode": "dfs", "seed": seed, "dfs": {"model_a": refs["ja"], "model_b": refs["math"], **dfs},
                 "budget": {"generations": budget.dfs_generations},
-                "fitness": {"callable": "evovlm.zoo.fitness:mgsm_ja_reply_logprob"}, "test": mgsm_test,
+                "fitness": {"callable": "evovlm.zoo.fitness:mgsm_ja_reply_logprob",
+                            "arguments": {"problems": budget.dfs_problems}}, "test": mgsm_test,
                 "runtime": {"workers": budget.dfs_workers}},
         "vlm": vlm_run(refs, seed, budget, {"content_ja": 1.0, "rougeL_ja": tie_break}, split),
         "vlm-rouge": vlm_run(refs, seed, budget, "rougeL_ja", split),

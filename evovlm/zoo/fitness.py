@@ -6,7 +6,9 @@ log-probability of the full reference reply ("equation; 答えは…です。") 
 path gets closer to a working one (run 23 of the zoo experiments). It is a fitness only:
 models are still judged by accuracy on the held-out test split.
 
-Use it in an evolve config as ``fitness: {callable: "evovlm.zoo.fitness:mgsm_ja_reply_logprob"}``.
+Use it in an evolve config as ``fitness: {callable: "evovlm.zoo.fitness:mgsm_ja_reply_logprob"}``;
+``arguments: {problems: 25}`` scores the first 25 fitness problems only (4x cheaper; see
+``evovlm zoo evolve``'s DFS run).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import torch
 
+from evovlm.errors import EvoVLMError
 from evovlm.eval.prompts import build_prompt
 from evovlm.zoo.benchmarks import load_zoo, reference_replies
 from evovlm.zoo.train import qa_batch
@@ -22,16 +25,20 @@ from evovlm.zoo.train import qa_batch
 BATCH_SIZE = 50
 
 
-def mgsm_ja_reply_logprob(model: Any, tokenizer: Any) -> float:
-    """Mean per-token log-probability of the reference replies to zoo-mgsm-ja's fitness split."""
-    return reply_logprob(model, tokenizer, "zoo-mgsm-ja", "fitness")
+def mgsm_ja_reply_logprob(model: Any, tokenizer: Any, problems: int | None = None) -> float:
+    """Mean per-token log-probability of the reference replies to zoo-mgsm-ja's fitness split
+    (its first ``problems`` problems; default all)."""
+    return reply_logprob(model, tokenizer, "zoo-mgsm-ja", "fitness", problems)
 
 
 @torch.no_grad()
-def reply_logprob(model: Any, tokenizer: Any, benchmark: str, split: str) -> float:
+def reply_logprob(model: Any, tokenizer: Any, benchmark: str, split: str, problems: int | None = None) -> float:
     """Mean over problems of the mean log-probability of each reply token, given the zoo-qa prompt."""
-    prompts = [build_prompt("zoo-qa", sample.question) for sample in load_zoo(benchmark, split=split).samples]
-    replies = [" " + reply for reply in reference_replies(benchmark, split)]  # as the zoo was trained
+    if problems is not None and (isinstance(problems, bool) or not isinstance(problems, int) or problems < 1):
+        raise EvoVLMError(f"problems: a whole number of at least 1 (or none for all), got {problems!r}")
+    samples = load_zoo(benchmark, split=split).samples[:problems]
+    prompts = [build_prompt("zoo-qa", sample.question) for sample in samples]
+    replies = [" " + reply for reply in reference_replies(benchmark, split)[:problems]]  # as the zoo was trained
     device = next(model.parameters()).device
     per_problem = []
     for start in range(0, len(prompts), BATCH_SIZE):
