@@ -46,8 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                          help="a short budget (40 DFS and 2 PS+DFS generations, 100 VLM candidates): the text "
                               "half in under 3 minutes on 2 cores")
     budgets.add_argument("--full", action="store_const", const="full", dest="budget",
-                         help="the published settings: every fitness problem for every candidate (about 4 times "
-                              "the default's 7 minutes on 2 cores)")
+                         help="the published settings: every fitness problem for every candidate (about 19 minutes "
+                              "on 2 cores against the default's 7)")
     evolve.add_argument("--ps-trials", type=count(1), default=None, help="PS budget in candidates (default 120)")
     evolve.add_argument("--dfs-generations", type=count(1), default=None,
                         help="DFS budget in generations (default 100)")

@@ -21,7 +21,8 @@ def main(runs: Path) -> dict:
     collected = {}
     for name, run in walls.items():
         table = json.loads((runs / name / "table.json").read_text(encoding="utf-8"))
-        scores = {row["model"]: row.get("acc_ja", row.get("content_ja")) for row in table["rows"] if row["model"] in ROWS}
+        scores = {row["model"]: row.get("acc_ja", row.get("content_ja"))
+                  for row in table["rows"] if row["model"] in ROWS}
         collected[name] = {**run, "zoo_seed": json.loads((Path(table["zoo"]) / "build.json").read_text())["seed"],
                            "evolution_wall_s": table["evolution_wall_s"], "test": scores,
                            "claims": {item["criterion"]: item["passed"] for item in table["checks"]}}
