@@ -201,20 +201,20 @@ class Stage:
         validation score when validation ran, else the best fitness. Ties go to the earlier candidate
         (after the higher search fitness, for re-ranks and validation)."""
         by_key = {(c.generation, c.index): c for c in self.candidates}
-        low = -math.inf
-        reranked = [(r, by_key[(r.generation, r.index)]) for r in self.reranks
-                    if r.fitness is not None and (r.generation, r.index) in by_key]
+
+        def best_rescored(rescores: list[Candidate]) -> tuple[Candidate, Candidate] | None:
+            """(re-score, its candidate) with the best re-score; ties: higher search fitness, then earlier."""
+            pairs = [(r, by_key[(r.generation, r.index)]) for r in rescores
+                     if r.fitness is not None and (r.generation, r.index) in by_key]
+            return max(pairs, key=lambda p: (p[0].fitness, p[1].fitness if p[1].fitness is not None else -math.inf,
+                                             -p[0].generation, -p[0].index), default=None)
+
+        reranked = best_rescored(self.reranks)
         if reranked:
-            r, chosen = max(reranked, key=lambda p: (p[0].fitness, p[1].fitness if p[1].fitness is not None
-                                                     else low, -p[0].generation, -p[0].index))
-            return Choice(chosen, rerank=r.fitness)
-        if use_validation:
-            scored = [(v, by_key[(v.generation, v.index)]) for v in self.validations
-                      if v.fitness is not None and (v.generation, v.index) in by_key]
-            if scored:
-                v, chosen = max(scored, key=lambda p: (p[0].fitness, p[1].fitness if p[1].fitness is not None
-                                                      else low, -p[0].generation, -p[0].index))
-                return Choice(chosen, v.fitness)
+            return Choice(reranked[1], rerank=reranked[0].fitness)
+        validated = best_rescored(self.validations) if use_validation else None
+        if validated:
+            return Choice(validated[1], validated[0].fitness)
         ok = [c for c in self.searched if c.fitness is not None]
         return Choice(max(ok, key=lambda c: (c.fitness, -c.generation, -c.index))) if ok else None
 

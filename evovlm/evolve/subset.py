@@ -216,7 +216,7 @@ class SubsetPlan:
 
 def main_key(weights: dict[str, float]) -> str:
     """The score the subset is chosen for: the heaviest key (the first of equals)."""
-    return max(weights, key=lambda key: (weights[key], -list(weights).index(key)))
+    return max(weights, key=weights.__getitem__)  # max keeps the first of equal keys
 
 
 def build_plan(settings: dict, weights: dict[str, float], calibration: list[dict]) -> SubsetPlan:
@@ -232,9 +232,9 @@ def build_plan(settings: dict, weights: dict[str, float], calibration: list[dict
                           f"other values (a ROUGE score?): weight a right/wrong score (acc_ja, content_ja) highest, "
                           f"or use estimator: mean with a random, stratified or entropy subset")
     model = fit_items(table)[0] if needs_model else None
-    items = choose_items(settings["method"], table, settings["size"], settings["seed"], model)
-    if any(math.isnan(x) for x in (model.difficulty if model else [])):
+    if model is not None and any(math.isnan(x) for x in model.difficulty):  # before k-means works on them
         raise EvoVLMError("the IRT fit of the calibration candidates did not converge (NaN)")
+    items = choose_items(settings["method"], table, settings["size"], settings["seed"], model)
     return SubsetPlan(method=settings["method"], size=settings["size"], seed=settings["seed"],
                       estimator=settings["estimator"], n_items=table.shape[1], items=items, key=key,
                       weights=dict(weights), model=model, calibration=calibration, settings=dict(settings))
