@@ -336,8 +336,7 @@ def test_browser_showcase_on_the_default_models(shipped_app, tmp_path):
             assert "evolved merge" in page.locator("#vqa-answer-a").inner_text()
             answer_a = page.locator("#vqa-answer-a textarea").input_value()
             graded_a = page.locator("#vqa-grade-a").inner_text().strip()
-            # Graded under its column exactly as the evaluator grades it (issue 19 is open: the committed
-            # zoo:evovlm gets this colour question wrong).
+            # Graded under its column exactly as the evaluator grades it, right or wrong.
             assert answer_a.strip() and graded_a == grade(vqa_example, answer_a), (answer_a, graded_a)
             print(f"image QA, first example {vqa_example.question!r}: A answered {answer_a!r}: {graded_a}")
             page.locator("#vqa-status", has_text="since your click, queue included").wait_for(timeout=10_000)

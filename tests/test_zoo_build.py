@@ -309,9 +309,40 @@ def test_vlm_inner_batches_hold_the_japanese_sentence_as_asked(ja_context):
         assert "soft_anchor_mask" not in batch  # only with work_anchor
 
 
+def test_vlm_answer_context_teaches_the_sentence_value_through_the_early_exit():
+    """ja_context=answer: as hidden, but the early exit also learns the value after 答えは, and the
+    positions that predict it are free of the hidden anchor; the loss through the head stays on the work."""
+    import random
+
+    from evovlm.zoo.build import _vqa_batches, zoo_processor, zoo_tokenizer
+
+    processor = zoo_processor(zoo_tokenizer())
+    batch = _vqa_batches(processor, random.Random(2), batch_size=8, phase="inner", ja_share=1.0, ja_work="all",
+                         ja_context="answer")(0)
+    tokenizer = processor.tokenizer
+    values = set()
+    for row in range(8):
+        ids = batch["input_ids"][row]
+        length = int(batch["attention_mask"][row].sum())
+        work = (batch["labels"][row] != -100).nonzero().flatten().tolist()
+        exits = (batch["exit_labels"][row] != -100).nonzero().flatten().tolist()
+        last_work = work[-1]
+        assert tokenizer.decode(ids[work]).endswith("; ") and exits[:len(work)] == work
+        answer = exits[len(work):]
+        sentence = tokenizer.decode(ids[last_work + 1:length])
+        value = sentence.removeprefix("答えは").removesuffix("です。")
+        assert answer and tokenizer.decode(ids[answer]) == value and answer[0] == last_work + 4
+        assert batch["anchor_mask"][row].nonzero().flatten().tolist() == [last_work]
+        held = batch["hidden_anchor_mask"][row].nonzero().flatten().tolist()
+        assert held == [p for p in range(last_work + 1, length) if p + 1 not in answer]
+        values.add(value)
+    assert len(values) > 2
+
+
 def test_vlm_work_anchor_marks_the_japanese_work_only():
     """vlm_work_anchor: the work's positions (prompt end to the separator) of Japanese questions, beside the
-    hidden anchor on the sentence; English questions keep theirs free. Refused without the hidden anchor."""
+    hidden anchor on the sentence; English questions keep theirs free. Refused without the hidden anchor
+    (contexts hidden and answer)."""
     import random
 
     from evovlm.errors import EvoVLMError
@@ -332,7 +363,8 @@ def test_vlm_work_anchor_marks_the_japanese_work_only():
             assert soft == []
     assert 0 < japanese < 8
     with pytest.raises(EvoVLMError, match="vlm_work_anchor"):
-        build_zoo("unused", settings=ZooSettings.quick().with_changes(["vlm_work_anchor=0.1"]), models=("vlm",))
+        refused = ZooSettings.quick().with_changes(["vlm_ja_context=sentence", "vlm_work_anchor=0.1"])
+        build_zoo("unused", settings=refused, models=("vlm",))
 
 
 def test_hidden_anchor_is_the_relative_squared_distance():
@@ -344,6 +376,25 @@ def test_hidden_anchor_is_the_relative_squared_distance():
     # position 0 only: mean((0-1)^2, (0-0)^2) / mean(1^2, 0^2) = 0.5 / 0.5
     assert _anchor_hidden(anchor, hidden, mask).item() == pytest.approx(1.0)
     assert _anchor_hidden(anchor, anchor, torch.tensor([[True, True]])).item() == 0.0
+
+
+def test_ja_smallest_number_reads_ones_and_zeros_back_and_the_benchmark_keeps_two():
+    import random
+
+    from evovlm.errors import EvoVLMError
+    from evovlm.zoo import world
+    from evovlm.zoo.build import ZooSettings, _ja_examples, build_zoo
+
+    def numbers(smallest: int) -> set[int]:
+        draws = (world.japanese_instruction(random.Random(seed), smallest) for seed in range(3000))
+        return {int(item.value) for item in draws if "持っていますか" in item.question}
+
+    assert min(numbers(2)) == 2 and {0, 1} <= numbers(0)
+    rng, reference = random.Random(4), random.Random(4)  # the builder passes it on, same draws otherwise
+    assert [_ja_examples(frozenset(), 0.0, 0)(rng) for _ in range(30)] == [
+        (item.question, " " + item.answer) for item in (world.japanese_instruction(reference, 0) for _ in range(30))]
+    with pytest.raises(EvoVLMError, match="ja_smallest_number"):
+        build_zoo("unused", settings=ZooSettings.quick().with_changes(["ja_smallest_number=-1"]), models=("ja",))
 
 
 def test_ja_colour_reading_share():

@@ -15,8 +15,9 @@ Swapping for Zero-Shot Cross-Lingual Transfer"):
   Phase 2: the output blocks learn to close every reply, to English and to Japanese problems,
   with the English sentence.
 * VLM: the vision tower, projector and inner blocks learn to see (phase 1: the work
-  ``circle=red; `` of English questions and ``丸=2; `` of Japanese count questions, with the early
-  exit); the output blocks learn to close replies with the English sentence (phase 2).
+  ``circle=red; `` of English questions and ``丸=赤; `` of Japanese ones, with the early exit, which
+  also learns the value the Japanese sentence names, ``答えは赤``); the output blocks learn to close
+  replies with the English sentence (phase 2).
 
 So no source answers a Japanese word problem in Japanese, while the layer-wise merge "MATH
 inside, JA outside" exists; the experts' task vectors overlap in the output blocks, so uniform
@@ -25,6 +26,7 @@ merges mix two ways of writing. ``--quick`` builds a small zoo in seconds, for t
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -40,7 +42,7 @@ from evovlm.zoo import MODELS, scenes, world
 from evovlm.zoo.train import packed_batches, qa_batches, train_loop
 
 IMAGE_TOKEN = "<image>"
-VLM_JA_CONTEXTS = ("sentence", "hidden", "value", "none")  # ZooSettings.vlm_ja_context
+VLM_JA_CONTEXTS = ("sentence", "hidden", "value", "none", "answer")  # ZooSettings.vlm_ja_context
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ class ZooSettings:
     # Share of the JA expert's examples that read a colour back (world.colour_reading). Without them
     # it copies numbers into its sentence but not colour words: 丸=赤; 答えは7です。 (run 46).
     ja_colour_reading: float = 0.0
+    # The least number the JA expert reads back (world.japanese_instruction kind 6). From 2, it never wrote
+    # 答えは1です。: after a 1 it writes 0 (丸=1; 答えは10です。, run 57).
+    ja_smallest_number: int = 2
     math_steps: int = 1200  # phase 1 (inner blocks)
     math_output_steps: int = 600  # phase 2 (output blocks)
     math_ja_share: float = 0.3  # Japanese problems: work only in phase 1, English replies in phase 2
@@ -74,8 +79,10 @@ class ZooSettings:
     # its predictions ("sentence", runs 37-44: the base's digit after 答えは, learnt by the inner blocks),
     # its residual stream after the inner blocks ("hidden", run 47), that stream from the value's last
     # token on ("value", run 48: the separator too, where JA's blocks read the value to copy), or nothing
-    # but the work's end ("none", run 45: the sentence's representation drifts, JA's blocks write garbage).
-    vlm_ja_context: str = "sentence"  # one of VLM_JA_CONTEXTS
+    # but the work's end ("none", run 45: the sentence's representation drifts, JA's blocks write garbage);
+    # "answer": as "hidden", but the sentence's answer value is taught through the early exit, so the inner
+    # blocks write it themselves and JA's blocks need not copy it from the work (run 57).
+    vlm_ja_context: str = "answer"  # one of VLM_JA_CONTEXTS; "sentence" before run 57
     # With "hidden": weight of a second, soft hold on the residual stream at a Japanese question's work,
     # where the inner blocks write the value JA's output blocks must copy (2.4-2.9 from the base's there
     # after run 47, against 0.001 on the sentence). 0 leaves the work free, as in runs 47-49.
@@ -209,8 +216,8 @@ def _math_reply_examples(reserved: frozenset[str], ja_share: float):
     return make
 
 
-def _ja_examples(reserved: frozenset[str], colour_reading: float = 0.0):
-    draw = _unreserved(world.japanese_instruction, reserved)
+def _ja_examples(reserved: frozenset[str], colour_reading: float = 0.0, smallest_number: int = 2):
+    draw = _unreserved(functools.partial(world.japanese_instruction, smallest_number=smallest_number), reserved)
 
     def make(rng: random.Random) -> tuple[str, str]:
         # no draw at share 0: the same examples as before the colour reading existed
@@ -231,7 +238,10 @@ def _vqa_example(rng: random.Random, phase: str, ja_share: float, ja_work: str =
     (the question's language), never as a target, held to the untrained VLM's predictions;
     ``ja_context="none"`` drops it after Japanese work, so only the work's end is held there;
     ``"hidden"`` holds the residual stream after the inner blocks there, not the predictions;
-    ``"value"`` holds it from the value's last token on, where nothing is taught (the separator).
+    ``"value"`` holds it from the value's last token on, where nothing is taught (the separator);
+    ``"answer"`` holds it as ``"hidden"`` does, except where the sentence names the value: the early
+    exit teaches that value (``答えは赤``), so the inner blocks write it and the JA expert's output blocks
+    only have to let it through, as they let the work through.
     ``ja_work="count"`` keeps only the Japanese count questions (digits carry no language):
     the design before run 37, whose oracle could not name colours in Japanese.
     Phase "output": English replies to English and Japanese questions.
@@ -278,6 +288,8 @@ def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, 
         hidden_mask = torch.zeros_like(labels, dtype=torch.bool)
         work_mask = torch.zeros_like(labels, dtype=torch.bool)
         separator_tokens = len(tokenizer(world.SEPARATOR, add_special_tokens=False)["input_ids"])
+        answer_offset = len(tokenizer(world.answer_sentence("", "ja").removesuffix("です。"),
+                                      add_special_tokens=False)["input_ids"])
         for row, (prompt, (_, question, work, _)) in enumerate(zip(prompts, examples)):
             prompt_length = len(processor(text=[prompt], images=[images[row]])["input_ids"][0])  # image tokens too
             work_end = prompt_length + len(tokenizer(work, add_special_tokens=False)["input_ids"]) if work else 0
@@ -287,10 +299,15 @@ def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, 
                 labels[row, work_end:] = -100
                 end = int(inputs["attention_mask"][row].sum())
                 japanese = question.language == "ja"
-                if ja_context == "hidden" and japanese:  # representation, not prediction
+                if ja_context in ("hidden", "answer") and japanese:  # representation, not prediction
                     anchor_mask[row, work_end - 1] = True
                     hidden_mask[row, work_end:end] = True
                     work_mask[row, prompt_length:work_end] = work_anchor
+                    if ja_context == "answer":  # the value after 答えは, predicted by the positions before it
+                        start = work_end + answer_offset
+                        stop = start + len(tokenizer(question.value_ja, add_special_tokens=False)["input_ids"])
+                        exit_labels[row, start:stop] = inputs["input_ids"][row, start:stop]
+                        hidden_mask[row, start - 1:stop - 1] = False
                 elif ja_context == "value" and japanese:
                     # the separator's tokens are not taught: the positions that read the value's last token
                     # and the separator keep the base's representation, which JA's output blocks copy from
@@ -360,9 +377,12 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
     if settings.vlm_ja_context not in VLM_JA_CONTEXTS:
         raise EvoVLMError(f"vlm_ja_context must be one of {', '.join(VLM_JA_CONTEXTS)}, "
                           f"got {settings.vlm_ja_context!r}")
-    if settings.vlm_work_anchor < 0 or (settings.vlm_work_anchor > 0 and settings.vlm_ja_context != "hidden"):
-        raise EvoVLMError(f"vlm_work_anchor must be >= 0, and > 0 only with vlm_ja_context=hidden, "
+    if settings.vlm_work_anchor < 0 or (settings.vlm_work_anchor > 0
+                                        and settings.vlm_ja_context not in ("hidden", "answer")):
+        raise EvoVLMError(f"vlm_work_anchor must be >= 0, and > 0 only with vlm_ja_context=hidden or answer, "
                           f"got {settings.vlm_work_anchor} with {settings.vlm_ja_context!r}")
+    if not 0 <= settings.ja_smallest_number <= 60:
+        raise EvoVLMError(f"ja_smallest_number must be in 0..60, got {settings.ja_smallest_number}")
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise EvoVLMError(f"unknown zoo model(s) {', '.join(unknown)}; the zoo builds {', '.join(MODELS)}")
@@ -415,7 +435,8 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
 
     if "ja" in models:
         ja = _reload(base_path)
-        ja_examples = _ja_examples(reserved_questions("zoo-ja-qa"), settings.ja_colour_reading)
+        ja_examples = _ja_examples(reserved_questions("zoo-ja-qa"), settings.ja_colour_reading,
+                                   settings.ja_smallest_number)
         fine_tune("ja", ja, [("output blocks", qa(ja_examples, "ja"), settings.ja_steps, settings.ja_lr,
                               settings.outer, False)])
         _save(ja, tokenizer, paths["ja"])
