@@ -43,6 +43,7 @@ from evovlm.zoo.train import packed_batches, qa_batches, train_loop
 
 IMAGE_TOKEN = "<image>"
 VLM_JA_CONTEXTS = ("sentence", "hidden", "value", "none", "answer")  # ZooSettings.vlm_ja_context
+HIDDEN_HELD = ("hidden", "answer")  # the contexts that hold the sentence's residual stream (and allow vlm_work_anchor)
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,7 @@ def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, 
                 labels[row, work_end:] = -100
                 end = int(inputs["attention_mask"][row].sum())
                 japanese = question.language == "ja"
-                if ja_context in ("hidden", "answer") and japanese:  # representation, not prediction
+                if ja_context in HIDDEN_HELD and japanese:  # representation, not prediction
                     anchor_mask[row, work_end - 1] = True
                     hidden_mask[row, work_end:end] = True
                     work_mask[row, prompt_length:work_end] = work_anchor
@@ -377,9 +378,8 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
     if settings.vlm_ja_context not in VLM_JA_CONTEXTS:
         raise EvoVLMError(f"vlm_ja_context must be one of {', '.join(VLM_JA_CONTEXTS)}, "
                           f"got {settings.vlm_ja_context!r}")
-    if settings.vlm_work_anchor < 0 or (settings.vlm_work_anchor > 0
-                                        and settings.vlm_ja_context not in ("hidden", "answer")):
-        raise EvoVLMError(f"vlm_work_anchor must be >= 0, and > 0 only with vlm_ja_context=hidden or answer, "
+    if settings.vlm_work_anchor < 0 or (settings.vlm_work_anchor > 0 and settings.vlm_ja_context not in HIDDEN_HELD):
+        raise EvoVLMError(f"vlm_work_anchor must be >= 0, and > 0 only with vlm_ja_context={' or '.join(HIDDEN_HELD)}, "
                           f"got {settings.vlm_work_anchor} with {settings.vlm_ja_context!r}")
     if not 0 <= settings.ja_smallest_number <= 60:
         raise EvoVLMError(f"ja_smallest_number must be in 0..60, got {settings.ja_smallest_number}")
