@@ -448,3 +448,26 @@ def test_train_loop_pulls_the_masked_residual_stream_towards_the_anchor():
                                   model(ids, output_hidden_states=True).hidden_states[1], mask).item()
 
     assert trained(True) < 0.01 * trained(False)  # measured: 0.0005 against 11.2
+
+
+def test_vlm_questions_balanced_draws_every_answer_as_often_as_the_benchmark():
+    """"balanced": answers uniform over scenes.ANSWERS (a count of 4 is 10% of the questions, as in the
+    benchmark); "scene": as random scenes fall (a count of 4 under 1%); any other value is refused."""
+    import collections
+    import random
+
+    from evovlm.zoo import scenes
+    from evovlm.zoo.build import ZooSettings, _vqa_example, build_zoo
+
+    def shares(questions: str) -> collections.Counter:
+        rng = random.Random(3)
+        drawn = collections.Counter(_vqa_example(rng, "inner", 0.3, "all", "answer", questions)[1].value_en
+                                    for _ in range(2000))
+        return collections.Counter({answer: drawn[answer] / 2000 for answer in scenes.ANSWERS})
+
+    balanced, scene = shares("balanced"), shares("scene")
+    assert all(0.07 < share < 0.13 for share in balanced.values())
+    assert scene["4"] < 0.01 and scene["0"] > 0.2
+    assert ZooSettings().vlm_questions == "balanced"
+    with pytest.raises(EvoVLMError, match="vlm_questions"):
+        build_zoo("unused", settings=ZooSettings.quick().with_changes(["vlm_questions=uniform"]), models=("vlm",))

@@ -43,6 +43,7 @@ from evovlm.zoo.train import packed_batches, qa_batches, train_loop
 
 IMAGE_TOKEN = "<image>"
 VLM_JA_CONTEXTS = ("sentence", "hidden", "value", "none", "answer")  # ZooSettings.vlm_ja_context
+VLM_QUESTION_MIXES = ("scene", "balanced")  # ZooSettings.vlm_questions
 HIDDEN_HELD = ("hidden", "answer")  # the contexts that hold the sentence's residual stream (and allow vlm_work_anchor)
 
 
@@ -66,15 +67,20 @@ class ZooSettings:
     # Share of the JA expert's examples that read a colour back (world.colour_reading). Without them
     # it copies numbers into its sentence but not colour words: 丸=赤; 答えは7です。 (run 46).
     ja_colour_reading: float = 0.0
-    # The least number the JA expert reads back (world.japanese_instruction kind 6). From 2, it never wrote
-    # 答えは1です。: after a 1 it writes 0 (丸=1; 答えは10です。, run 57).
-    ja_smallest_number: int = 2
+    # The least number the JA expert reads back (world.japanese_instruction kind 6; the benchmark zoo-ja-qa
+    # keeps 2). From 2 (before run 58) it never wrote 答えは1です。: after a 1 it wrote 0
+    # (丸=1; 答えは10です。, run 57).
+    ja_smallest_number: int = 0
     math_steps: int = 1200  # phase 1 (inner blocks)
     math_output_steps: int = 600  # phase 2 (output blocks)
     math_ja_share: float = 0.3  # Japanese problems: work only in phase 1, English replies in phase 2
     vlm_steps: int = 3000  # 1,200 with Japanese colour work cost the English task 17 points (run 16)
     vlm_output_steps: int = 400
     vlm_ja_share: float = 0.3  # Japanese questions: their work in phase 1, English replies in phase 2
+    # "balanced": each question's answer is drawn uniformly from scenes.ANSWERS, as the benchmark draws them;
+    # "scene" (before run 58): questions as random scenes fall, where a count of 4 is 0.3% of the questions
+    # and a count of 3 is 2.1% (10% each in the benchmark), and the seed-1 VLM read 4 as 3 (run 57).
+    vlm_questions: str = "balanced"
     vlm_ja_work: str = "all"  # Japanese colour work (丸=赤) too; "count": digits only (runs 15-16, 37)
     # After the work of a Japanese question, phase 1 holds the Japanese sentence to the untrained VLM:
     # its predictions ("sentence", runs 37-44: the base's digit after 答えは, learnt by the inner blocks),
@@ -230,7 +236,7 @@ def _ja_examples(reserved: frozenset[str], colour_reading: float = 0.0, smallest
 
 
 def _vqa_example(rng: random.Random, phase: str, ja_share: float, ja_work: str = "count",
-                 ja_context: str = "sentence"):
+                 ja_context: str = "sentence", questions: str = "scene"):
     """(scene, visual question, work, sentence) for one VLM training example.
 
     Phase "inner": English questions with their work (``circle=red; ``) and Japanese questions
@@ -245,15 +251,21 @@ def _vqa_example(rng: random.Random, phase: str, ja_share: float, ja_work: str =
     only have to let it through, as they let the work through.
     ``ja_work="count"`` keeps only the Japanese count questions (digits carry no language):
     the design before run 37, whose oracle could not name colours in Japanese.
+    ``questions="balanced"`` draws each answer uniformly (the benchmark's mix), ``"scene"`` as scenes fall.
     Phase "output": English replies to English and Japanese questions.
     """
-    scene = scenes.random_scene(rng)
+    def draw(language: str):
+        if questions == "balanced":
+            return scenes.question_with_answer(rng, language, rng.choice(scenes.ANSWERS))
+        scene = scenes.random_scene(rng)
+        return scene, scenes.visual_question(rng, scene, language)
+
     if rng.random() >= ja_share:
-        question = scenes.visual_question(rng, scene, "en")
+        scene, question = draw("en")
     else:
-        question = scenes.visual_question(rng, scene, "ja")
+        scene, question = draw("ja")
         while phase == "inner" and ja_work == "count" and question.kind != "count":
-            question = scenes.visual_question(rng, scene := scenes.random_scene(rng), "ja")
+            scene, question = draw("ja")
     if phase == "output":
         return scene, question, "", " " + scenes.vqa_reply(question, "en")
     if question.language == "ja" and ja_context == "none":
@@ -266,7 +278,8 @@ def _vqa_example(rng: random.Random, phase: str, ja_share: float, ja_work: str =
 
 
 def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, ja_share: float,
-                 ja_work: str = "count", ja_context: str = "sentence", work_anchor: bool = False):
+                 ja_work: str = "count", ja_context: str = "sentence", work_anchor: bool = False,
+                 questions: str = "scene"):
     """Llava batches of :func:`_vqa_example`; the inner phase adds ``exit_labels`` on the work.
 
     ``work_anchor`` (with ``ja_context="hidden"``) marks a Japanese question's work in ``soft_anchor_mask``.
@@ -276,7 +289,7 @@ def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, 
     tokenizer = processor.tokenizer
 
     def next_batch(step: int) -> dict:
-        examples = [_vqa_example(rng, phase, ja_share, ja_work, ja_context) for _ in range(batch_size)]
+        examples = [_vqa_example(rng, phase, ja_share, ja_work, ja_context, questions) for _ in range(batch_size)]
         prompts = [build_prompt("zoo-qa", question.question, image_token=IMAGE_TOKEN) for _, question, _, _ in examples]
         images = [scenes.render(scene) for scene, _, _, _ in examples]
         tokenizer.padding_side = "right"
@@ -373,6 +386,9 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
 
     tokenizer = zoo_tokenizer()
     report = BuildReport(seed=seed, settings=asdict(settings))
+    if settings.vlm_questions not in VLM_QUESTION_MIXES:
+        raise EvoVLMError(f"vlm_questions must be one of {', '.join(VLM_QUESTION_MIXES)}, "
+                          f"got {settings.vlm_questions!r}")
     if settings.vlm_ja_work not in ("count", "all"):
         raise EvoVLMError(f"vlm_ja_work must be 'count' or 'all', got {settings.vlm_ja_work!r}")
     if settings.vlm_ja_context not in VLM_JA_CONTEXTS:
@@ -459,7 +475,8 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
         def vqa(phase: str, label: str):
             return _vqa_batches(processor, random.Random(f"{label}:{seed}"), batch_size=settings.batch_size,
                                 phase=phase, ja_share=settings.vlm_ja_share, ja_work=settings.vlm_ja_work,
-                                ja_context=settings.vlm_ja_context, work_anchor=settings.vlm_work_anchor > 0)
+                                ja_context=settings.vlm_ja_context, work_anchor=settings.vlm_work_anchor > 0,
+                                questions=settings.vlm_questions)
 
         fine_tune("vlm", vlm, [
             ("vision and inner blocks", vqa("inner", "vlm"), settings.vlm_steps, settings.finetune_lr,
