@@ -469,5 +469,6 @@ def test_vlm_questions_balanced_draws_every_answer_as_often_as_the_benchmark():
     assert all(0.07 < share < 0.13 for share in balanced.values())
     assert scene["4"] < 0.01 and scene["0"] > 0.2
     assert ZooSettings().vlm_questions == "balanced"
-    with pytest.raises(EvoVLMError, match="vlm_questions"):
-        build_zoo("unused", settings=ZooSettings.quick().with_changes(["vlm_questions=uniform"]), models=("vlm",))
+    for change in ("vlm_questions=uniform", "vlm_ja_work=colour", "vlm_ja_context=words"):
+        with pytest.raises(EvoVLMError, match=change.split("=")[0] + " must be one of"):
+            build_zoo("unused", settings=ZooSettings.quick().with_changes([change]), models=("vlm",))

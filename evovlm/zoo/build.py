@@ -44,6 +44,8 @@ from evovlm.zoo.train import packed_batches, qa_batches, train_loop
 IMAGE_TOKEN = "<image>"
 VLM_JA_CONTEXTS = ("sentence", "hidden", "value", "none", "answer")  # ZooSettings.vlm_ja_context
 VLM_QUESTION_MIXES = ("scene", "balanced")  # ZooSettings.vlm_questions
+SETTING_CHOICES = {  # ZooSettings fields that take one of a few words
+    "vlm_questions": VLM_QUESTION_MIXES, "vlm_ja_work": ("count", "all"), "vlm_ja_context": VLM_JA_CONTEXTS}
 HIDDEN_HELD = ("hidden", "answer")  # the contexts that hold the sentence's residual stream (and allow vlm_work_anchor)
 
 
@@ -287,6 +289,9 @@ def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, 
     from evovlm.eval.prompts import build_prompt
 
     tokenizer = processor.tokenizer
+    separator_tokens = len(tokenizer(world.SEPARATOR, add_special_tokens=False)["input_ids"])
+    answer_offset = len(tokenizer(world.answer_sentence("", "ja").removesuffix("です。"),
+                                  add_special_tokens=False)["input_ids"])
 
     def next_batch(step: int) -> dict:
         examples = [_vqa_example(rng, phase, ja_share, ja_work, ja_context, questions) for _ in range(batch_size)]
@@ -301,9 +306,6 @@ def _vqa_batches(processor, rng: random.Random, *, batch_size: int, phase: str, 
         anchor_mask = torch.zeros_like(labels, dtype=torch.bool)
         hidden_mask = torch.zeros_like(labels, dtype=torch.bool)
         work_mask = torch.zeros_like(labels, dtype=torch.bool)
-        separator_tokens = len(tokenizer(world.SEPARATOR, add_special_tokens=False)["input_ids"])
-        answer_offset = len(tokenizer(world.answer_sentence("", "ja").removesuffix("です。"),
-                                      add_special_tokens=False)["input_ids"])
         for row, (prompt, (_, question, work, _)) in enumerate(zip(prompts, examples)):
             prompt_length = len(processor(text=[prompt], images=[images[row]])["input_ids"][0])  # image tokens too
             work_end = prompt_length + len(tokenizer(work, add_special_tokens=False)["input_ids"]) if work else 0
@@ -386,14 +388,9 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
 
     tokenizer = zoo_tokenizer()
     report = BuildReport(seed=seed, settings=asdict(settings))
-    if settings.vlm_questions not in VLM_QUESTION_MIXES:
-        raise EvoVLMError(f"vlm_questions must be one of {', '.join(VLM_QUESTION_MIXES)}, "
-                          f"got {settings.vlm_questions!r}")
-    if settings.vlm_ja_work not in ("count", "all"):
-        raise EvoVLMError(f"vlm_ja_work must be 'count' or 'all', got {settings.vlm_ja_work!r}")
-    if settings.vlm_ja_context not in VLM_JA_CONTEXTS:
-        raise EvoVLMError(f"vlm_ja_context must be one of {', '.join(VLM_JA_CONTEXTS)}, "
-                          f"got {settings.vlm_ja_context!r}")
+    for name, allowed in SETTING_CHOICES.items():
+        if getattr(settings, name) not in allowed:
+            raise EvoVLMError(f"{name} must be one of {', '.join(allowed)}, got {getattr(settings, name)!r}")
     if settings.vlm_work_anchor < 0 or (settings.vlm_work_anchor > 0 and settings.vlm_ja_context not in HIDDEN_HELD):
         raise EvoVLMError(f"vlm_work_anchor must be >= 0, and > 0 only with vlm_ja_context={' or '.join(HIDDEN_HELD)}, "
                           f"got {settings.vlm_work_anchor} with {settings.vlm_ja_context!r}")
