@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -140,6 +141,33 @@ def test_ps_plus_dfs_hybrid_builds_a_loadable_dfs_model(tmp_path):
     dfs_config = json.loads((run / "dfs" / "model" / "config.json").read_text())
     assert dfs_config["model_type"] == "evovlm_dfs"
     assert json.loads((run / "summary.json").read_text())["stages"]["ps"]["model_dir"] == ps["model_dir"]
+
+
+def test_each_stage_of_ps_plus_dfs_can_have_its_own_fitness_and_test(tmp_path):
+    # PS on the logit margin of token 10, the DFS on top of it on token 3's (and its own test section)
+    summary = run_evolution({"mode": "ps+dfs", "seed": 1, "ps": ps_section(budget={"generations": 1}),
+                             "dfs": {"model_a": "ps", "model_b": str(TINY / "math"), "repeats": 1,
+                                     "budget": {"generations": 1}, "optimizer": {"population": 4},
+                                     "fitness": {"callable": logit_margin, "arguments": {"token": 3}},
+                                     "test": {"callable": logit_margin, "arguments": {"token": 5}}},
+                             "optimizer": {"population": 4}, "fitness": {"callable": logit_margin},
+                             "test": {"callable": logit_margin, "arguments": {"token": 7}}, "runtime": QUIET},
+                            tmp_path / "run")
+    ps, dfs = summary["stages"]["ps"], summary["stages"]["dfs"]
+    ps_model = AutoModelForCausalLM.from_pretrained(ps["model_dir"])
+    dfs_model = AutoModelForCausalLM.from_pretrained(dfs["model_dir"])
+    assert ps["best"]["fitness"] == pytest.approx(logit_margin(ps_model, None), abs=1e-5)
+    assert ps["test"]["fitness"] == pytest.approx(logit_margin(ps_model, None, token=7), abs=1e-5)
+    assert dfs["best"]["fitness"] == pytest.approx(logit_margin(dfs_model, None, token=3), abs=1e-5)
+    assert dfs["test"]["fitness"] == pytest.approx(logit_margin(dfs_model, None, token=5), abs=1e-5)
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert written["dfs"]["fitness"]["arguments"] == {"token": 3} and written["ps"]["fitness"] is None
+    # a stage's sections are checked like the top-level ones, before anything runs
+    with pytest.raises(EvoVLMError, match="dfs.fitness"):
+        run_evolution({"mode": "ps+dfs", "ps": ps_section(), "fitness": {"callable": logit_margin},
+                       "dfs": {"model_a": "ps", "model_b": str(TINY / "math"),
+                               "fitness": {"callable": logit_margin, "arguments": {"tokn": 3}}}}, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_fitness_can_weigh_several_summary_keys():

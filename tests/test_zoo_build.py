@@ -25,7 +25,7 @@ def quick_zoo(tmp_path_factory):
 
 def test_quick_build_writes_loadable_models(quick_zoo):
     report = json.loads((quick_zoo / "build.json").read_text())
-    assert report["seed"] == 3 and set(report["final_loss"]) == {"base", "ja", "math", "vlm"}
+    assert report["seed"] == 3 and set(report["final_loss"]) == {"base", "ja", "math", "reader", "vlm"}
     assert all(loss == loss for loss in report["final_loss"].values())  # not NaN
     text = load_runner(quick_zoo / "math")
     assert text.kind == "causal-lm"
@@ -54,6 +54,10 @@ def test_experts_move_where_their_profiles_allow(quick_zoo):
     assert all(drift(ja, depth) == 0 for depth in (-1, 0, 1, 2))
     assert drift(ja, 3) > 0 and drift(ja, 4) > 0
     assert all(drift(math, depth) > 0 for depth in (-1, 0, 1, 2, 3, 4))
+    # the reader learns its reading blocks (1 to the last inner block) and nothing else
+    reader = load_file(quick_zoo / "reader" / "model.safetensors")
+    assert all(drift(reader, depth) == 0 for depth in (-1, 0, 3, 4))
+    assert drift(reader, 1) > 0 and drift(reader, 2) > 0
 
 
 def test_build_is_deterministic_and_refuses_to_overwrite(quick_zoo, tmp_path, capsys):
@@ -106,8 +110,12 @@ def test_report_measures_every_row_and_criterion(quick_zoo, tmp_path, capsys):
     out = tmp_path / "report.json"
     assert main(["zoo", "report", "--zoo", str(quick_zoo), "--limit", "2", "--quiet", "--out", str(out)]) in (0, 1)
     report = json.loads(out.read_text())
-    assert len(report["rows"]) == 15 and all(row["n"] == 2 for row in report["rows"])
-    assert len(report["checks"]) == 9
+    assert len(report["rows"]) == 22 and all(row["n"] == 2 for row in report["rows"])
+    assert len(report["checks"]) == 10
+    kanji = [row["model"] for row in report["rows"] if row["benchmark"] == "zoo-mgsm-ja-kanji"]
+    assert kanji == ["base", "ja", "math", "reader", "oracle: MATH inside, JA output blocks",
+                     "oracle + the reader's task vector (λ=1)",
+                     "DFS oracle: the oracle's block 0, the reader's blocks 1-3, the oracle's blocks 1-5"]
     blind = [row["model"] for row in report["rows"] if row["benchmark"] == "zoo-vqa-ja"]
     assert blind[2].startswith("best fixed reply: ")
     assert blind[-1] == "oracle: VLM inside, JA output blocks on a blank image"
@@ -472,3 +480,23 @@ def test_vlm_questions_balanced_draws_every_answer_as_often_as_the_benchmark():
     for change in ("vlm_questions=uniform", "vlm_ja_work=colour", "vlm_ja_context=words"):
         with pytest.raises(EvoVLMError, match=change.split("=")[0] + " must be one of"):
             build_zoo("unused", settings=ZooSettings.quick().with_changes([change]), models=("vlm",))
+
+
+def test_the_dfs_oracle_runs_the_readers_blocks_between_block_0_and_block_1(quick_zoo, tmp_path):
+    from evovlm.zoo.paths import hand_paths, oracle_path, path_name, save_dfs_path
+    from evovlm.zoo.reader import reading_blocks
+
+    assert reading_blocks(4) == [1, 2, 3] and reading_blocks(3) == [1, 2]
+    # stored layers: A's 0-5, then the reader's 6-11
+    assert oracle_path(6, [1, 2, 3]) == [0, 7, 8, 9, 1, 2, 3, 4, 5]
+    assert path_name([0, 7, 8, 9, 1, 2, 3, 4, 5], 6) == "A0 B1-3 A1-5" and path_name([6, 0, 0], 6) == "B0 A0 A0"
+    paths = hand_paths(6, 4)  # run 17's paths, every one legal: from A's block 0 to A's last
+    assert paths["A0 B1-3 A4-5"] == [0, 7, 8, 9, 4, 5] and len(paths) == 8
+    assert all(path[0] == 0 and path[-1] == 5 for path in paths.values())
+    saved = save_dfs_path(quick_zoo / "math", quick_zoo / "reader", oracle_path(4, [1, 2]), tmp_path / "oracle")
+    oracle = load_runner(saved)
+    config = oracle.model.config
+    assert [config.dfs_layer_origins[i] for i in config.dfs_path] == ["A:0", "B:1", "B:2", "A:1", "A:2", "A:3"]
+    reader = load_file(quick_zoo / "reader" / "model.safetensors")
+    stored = oracle.model.model.layers[config.dfs_path[1]].mlp.down_proj.weight
+    assert torch.equal(stored, reader["model.layers.1.mlp.down_proj.weight"])

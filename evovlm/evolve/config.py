@@ -44,8 +44,8 @@
               backend: local, ray_address: null,   # backend ray: Ray actors, on a cluster at ray_address
               shards: 1}                # ray: split each candidate's benchmark into shards for free actors
 
-``ps`` and ``dfs`` may each carry their own ``optimizer`` and ``budget`` keys, which
-override the top-level ones for that stage.
+``ps`` and ``dfs`` may each carry their own ``optimizer``, ``budget``, ``fitness`` and ``test``
+keys, which override the top-level ones for that stage (``fitness`` and ``test``: whole sections).
 
 This module checks what the config itself says. What needs the world outside it (model
 references, config.json files, user callables, benchmarks, genomes) is checked by
@@ -249,7 +249,22 @@ class ModelEntry(Section):
         return density
 
 
-class PSConfig(Section):
+class StageSection(Section):
+    """What a stage section may override: the top-level optimizer and budget (keys), fitness and test
+    (whole sections; in ps+dfs, PS can be evolved on one task and the DFS on top of it on another)."""
+
+    optimizer: Overrides = Field(default_factory=dict)
+    budget: Overrides = Field(default_factory=dict)
+    fitness: Optional[FitnessConfig] = None
+    test: Optional[FitnessConfig] = None
+
+    @field_validator("fitness", "test", mode="before")
+    @classmethod
+    def _benchmark_name(cls, section: Any) -> Any:
+        return _named_benchmark(section)
+
+
+class PSConfig(StageSection):
     models: list[ModelEntry] = Field(min_length=1)
     method: str = "dare_ties"
     base_model: Optional[str] = None
@@ -260,8 +275,6 @@ class PSConfig(Section):
     parameters: Overrides = Field(default_factory=dict)  # checked with the first recipe, by preflight
     merge_seed: NonNegativeInt = 0
     score_sources: Annotated[bool, Strict()] = False
-    optimizer: Overrides = Field(default_factory=dict)
-    budget: Overrides = Field(default_factory=dict)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -302,7 +315,7 @@ class PSConfig(Section):
         return self
 
 
-class DFSConfig(Section):
+class DFSConfig(StageSection):
     model_a: str
     model_b: str
     repeats: Count = 3
@@ -310,8 +323,6 @@ class DFSConfig(Section):
     scale_range: Range = (0.0, 2.0)
     # a: start from model A, its layers in the middle repetition; a-first: in the first; uniform: every gene at the mean
     init: Literal["a", "a-first", "uniform"] = "a"
-    optimizer: Overrides = Field(default_factory=dict)
-    budget: Overrides = Field(default_factory=dict)
 
 
 class RuntimeConfig(Section):
@@ -394,7 +405,9 @@ class EvolveConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "EvolveConfig":
-        sections = [s for s in (self.validation, self.test) if s is not None]
+        staged = [getattr(stage, key) for stage in (self.ps, self.dfs) if stage is not None
+                  for key in ("fitness", "test")]
+        sections = [s for s in (self.validation, self.test, *staged) if s is not None]
         if any((s.kind == "synthetic") != (self.fitness.kind == "synthetic") for s in sections):
             raise ValueError("a synthetic objective scores genes, not models: fitness, validation and "
                              "test must all be synthetic or all score models (benchmark / callable)")
@@ -405,7 +418,9 @@ class EvolveConfig(Section):
                 raise ValueError("dfs.model_a: in ps+dfs mode model A is the PS result: write model_a: ps")
         if self.mode == "ps+dfs" and not self.runtime.save_model:
             raise ValueError("ps+dfs needs runtime.save_model: true (the PS model becomes DFS's model A)")
-        for role, section in (("validation", self.validation), ("test", self.test)):
+        tests = [(f"{name}.test", getattr(stage, "test")) for name, stage in (("ps", self.ps), ("dfs", self.dfs))
+                 if stage is not None]
+        for role, section in (("validation", self.validation), ("test", self.test), *tests):
             if getattr(section, "subset", None) is not None:
                 raise ValueError(f"{role}.subset: only the fitness is reduced; {role} scores the whole set")
         subset = getattr(self.fitness, "subset", None)
@@ -422,6 +437,13 @@ class EvolveConfig(Section):
 
     def stages(self) -> list[str]:
         return self.mode.split("+")
+
+    def for_stage(self, stage: str) -> "EvolveConfig":
+        """This config as ``stage`` runs it: the stage's own ``fitness`` and ``test`` replace the top-level
+        ones (in ps+dfs, PS can be evolved on one task and the DFS on top of it on another)."""
+        section = getattr(self, stage)
+        update = {key: getattr(section, key) for key in ("fitness", "test") if getattr(section, key) is not None}
+        return self.model_copy(update=update) if update else self
 
     def optimizer_for(self, stage: str) -> OptimizerConfig:
         overrides = getattr(self, stage).optimizer

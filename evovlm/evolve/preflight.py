@@ -32,6 +32,10 @@ def preflight(config: EvolveConfig, *, base_dir: str | Path | None = None) -> Ev
         section = getattr(config, name)
         if section is not None:
             update[name] = _check_fitness(section, name, base_dir)
+    for stage in config.stages():  # a stage's own fitness and test
+        sections = {name: _check_fitness(getattr(update[stage], name), f"{stage}.{name}", base_dir)
+                    for name in ("fitness", "test") if getattr(update[stage], name) is not None}
+        update[stage] = update[stage].model_copy(update=sections)
     config = config.model_copy(update=update)
     if config.ps is not None:
         PSGenome(config.ps, num_layers=None).check(f"{WHERE}: ps")

@@ -131,6 +131,7 @@ def _locked(out_dir: Path) -> Iterator[None]:
 
 
 def _run_stage(config: EvolveConfig, stage: str, stage_dir: Path, model_a: str | None, label: str) -> dict:
+    config = config.for_stage(stage)
     spec = StageSpec(stage, config, model_a=model_a if stage == "dfs" and config.mode == "ps+dfs" else None)
     genome = make_genome(spec)
     title = ("" if config.mode == stage else f"{config.mode}: ") + f"{stage.upper()} search (seed {config.seed})"

@@ -1,6 +1,7 @@
 """The zoo's benchmarks, drawn by seeded generators and registered in the evaluator's registry.
 
     zoo-mgsm-ja   Japanese word problems needing a Japanese answer (the target; never trained on)
+    zoo-mgsm-ja-kanji  the same with the question's numbers in kanji (一-九): the DFS target
     zoo-math-en   English word problems (the MATH expert's own task)
     zoo-ja-qa     Japanese questions on non-arithmetic topics (the JA expert's own task)
     zoo-vqa-ja    Japanese questions about synthetic images (the target for the VLM)
@@ -36,9 +37,17 @@ ZOO_VQA_SETTINGS = GenerationSettings(template="zoo-qa", max_new_tokens=24, batc
 Draw = Callable[[random.Random, int], tuple[str, Sample]]
 
 
-def _math_draw(language: str) -> Draw:
+# benchmark -> (problem generator, language of the reply)
+_PROBLEMS: dict[str, tuple[Callable[[random.Random], world.Problem], str]] = {
+    "zoo-mgsm-ja": (lambda rng: world.word_problem(rng, "ja"), "ja"),
+    "zoo-mgsm-ja-kanji": (world.kanji_word_problem, "ja"),
+    "zoo-math-en": (lambda rng: world.word_problem(rng, "en"), "en"),
+}
+
+
+def _math_draw(name: str) -> Draw:
     def draw(rng: random.Random, index: int) -> tuple[str, Sample]:
-        problem = world.word_problem(rng, language)
+        problem = _PROBLEMS[name][0](rng)
         return problem.question, Sample(id="", question=problem.question, reference=str(problem.answer))
 
     return draw
@@ -92,18 +101,18 @@ def reference_replies(name: str, split: str) -> tuple[str, ...]:
     The benchmark's samples hold only the final number; this replays the same seeded draws
     to recover each problem's equation as well (a likelihood fitness needs the whole reply).
     """
-    languages = {"zoo-mgsm-ja": "ja", "zoo-math-en": "en"}
-    if name not in languages or split not in SPLITS:
+    if name not in _PROBLEMS or split not in SPLITS:
         raise EvoVLMError(f"reference replies exist for the splits {', '.join(SPLITS)} of "
-                          f"{', '.join(languages)}; got {name} {split}")
+                          f"{', '.join(_PROBLEMS)}; got {name} {split}")
+    generate, language = _PROBLEMS[name]
 
     def draw(rng: random.Random, index: int) -> tuple[str, world.Problem]:
-        problem = world.word_problem(rng, languages[name])
+        problem = generate(rng)
         return problem.question, problem
 
     rows = _draw_splits(name, draw)[split]
     assert [key for key, _ in rows] == [key for key, _ in _standard_splits(name)[split]], "draws diverged"
-    return tuple(world.math_reply(problem, languages[name]) for _, problem in rows)
+    return tuple(world.math_reply(problem, language) for _, problem in rows)
 
 
 def _draw_unique(draw: Draw, rng: random.Random, size: int, seen: set[str]) -> list[tuple[str, Sample]]:
@@ -153,14 +162,17 @@ def load_zoo(name: str, *, split: str | None = None, data_seed: int | None = Non
 
 
 _DRAWS: dict[str, tuple[Draw, str, GenerationSettings]] = {
-    "zoo-mgsm-ja": (_math_draw("ja"), "math", ZOO_TEXT_SETTINGS),
-    "zoo-math-en": (_math_draw("en"), "math", ZOO_TEXT_SETTINGS),
+    "zoo-mgsm-ja": (_math_draw("zoo-mgsm-ja"), "math", ZOO_TEXT_SETTINGS),
+    "zoo-mgsm-ja-kanji": (_math_draw("zoo-mgsm-ja-kanji"), "math", ZOO_TEXT_SETTINGS),
+    "zoo-math-en": (_math_draw("zoo-math-en"), "math", ZOO_TEXT_SETTINGS),
     "zoo-ja-qa": (_ja_qa_draw, "qa", ZOO_TEXT_SETTINGS),
     "zoo-vqa-ja": (_vqa_draw("ja"), "vqa", ZOO_VQA_SETTINGS),
     "zoo-vqa-en": (_vqa_draw("en"), "vqa", ZOO_VQA_SETTINGS),
 }
 _DESCRIPTIONS = {
     "zoo-mgsm-ja": "zoo: Japanese arithmetic word problems, Japanese answer needed (acc_ja, acc_pure)",
+    "zoo-mgsm-ja-kanji": "zoo: zoo-mgsm-ja with the question's numbers in kanji numerals (一-九), digits in the "
+                         "answer (acc_ja; the DFS target)",
     "zoo-math-en": "zoo: English arithmetic word problems (the MATH expert's task)",
     "zoo-ja-qa": "zoo: Japanese questions on non-arithmetic topics (the JA expert's task; content_ja)",
     "zoo-vqa-ja": "zoo: Japanese questions about synthetic shape images (rougeL_ja, content_ja)",

@@ -1,4 +1,4 @@
-"""Build the zoo: tokenizer, base, JA expert, MATH expert and VLM, deterministic for a seed.
+"""Build the zoo: tokenizer, base, JA expert, MATH expert, kanji reader and VLM, deterministic for a seed.
 
     evovlm zoo build [--seed N] [--quick] [--out DIR]
 
@@ -18,6 +18,10 @@ Swapping for Zero-Shot Cross-Lingual Transfer"):
   ``circle=red; `` of English questions and ``丸=赤; `` of Japanese ones, with the early exit, which
   also learns the value the Japanese sentence names, ``答えは赤``); the output blocks learn to close
   replies with the English sentence (phase 2).
+
+* Reader (:mod:`evovlm.zoo.reader`): blocks 1-3 of the base learn to turn the stream of a text with kanji
+  numerals into the stream of the same text with digits, for a layer path to run in front of another
+  model's blocks (issue 18's DFS world).
 
 So no source answers a Japanese word problem in Japanese, while the layer-wise merge "MATH
 inside, JA outside" exists; the experts' task vectors overlap in the output blocks, so uniform
@@ -39,6 +43,7 @@ import torch
 from evovlm.errors import EvoVLMError
 from evovlm.io.atomic import umask_permissions
 from evovlm.zoo import MODELS, scenes, world
+from evovlm.zoo.reader import reading_blocks, train_reader
 from evovlm.zoo.train import packed_batches, qa_batches, train_loop
 
 IMAGE_TOKEN = "<image>"
@@ -96,6 +101,9 @@ class ZooSettings:
     # where the inner blocks write the value JA's output blocks must copy (2.4-2.9 from the base's there
     # after run 47, against 0.001 on the sentence). 0 leaves the work free, as in runs 47-49.
     vlm_work_anchor: float = 0.0
+    # The kanji reader (evovlm.zoo.reader): its blocks 1-3 learn to read kanji numerals for the others' blocks
+    reader_steps: int = 2400
+    reader_lr: float = 1e-3
     finetune_lr: float = 1e-3
     threads: int = 0  # torch threads; 0 keeps torch's default
 
@@ -103,7 +111,7 @@ class ZooSettings:
     def quick(cls) -> ZooSettings:
         return cls(hidden=32, layers=4, heads=4, kv_heads=2, vision_hidden=32, vision_layers=1, batch_size=8,
                    seq_len=64, pretrain_steps=30, output_blocks=1, ja_steps=10, math_steps=10, math_output_steps=5,
-                   vlm_steps=10, vlm_output_steps=5)
+                   vlm_steps=10, vlm_output_steps=5, reader_steps=10)
 
     def with_changes(self, changes: Collection[str]) -> ZooSettings:
         """A copy with ``NAME=VALUE`` changes (``ja_steps=1600``), each value of its field's type."""
@@ -404,7 +412,9 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
     previous = out_dir / "build.json"
     if "base" not in models and previous.is_file():  # keep the timings of the models not rebuilt
         kept = json.loads(previous.read_text(encoding="utf-8"))
-        if kept.get("seed") == seed and kept.get("settings") == report.settings:
+        # settings added since that build (the reader's, in session 15) are new fields its models never read
+        same = all(report.settings.get(name) == value for name, value in kept.get("settings", {}).items())
+        if kept.get("seed") == seed and same:
             report.seconds, report.final_loss = kept.get("seconds", {}), kept.get("final_loss", {})
 
     def timed(name: str, fn):
@@ -463,6 +473,19 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
             ("output blocks", qa(_math_reply_examples(reserved_math, settings.math_ja_share), "math-output"),
              settings.math_output_steps, settings.finetune_lr, settings.outer, False)], anchor=_reload(base_path))
         _save(math_expert, tokenizer, paths["math"])
+
+    if "reader" in models:
+        math_path = out_dir / "math"
+        if not (math_path / "config.json").is_file():
+            raise EvoVLMError(f"the reader learns in front of the MATH expert's block 0, and {math_path} holds no "
+                              f"model: build math first, or with it")
+        reader = _reload(base_path)
+        losses = timed("reader", lambda: train_reader(
+            reader, tokenizer, [_reload(math_path)], random.Random(f"reader:{seed}"), steps=settings.reader_steps,
+            lr=settings.reader_lr, batch_size=settings.batch_size,
+            blocks=reading_blocks(settings.exit_layer), progress=progress))
+        report.final_loss["reader"] = _final_loss(losses)
+        _save(reader, tokenizer, paths["reader"])
 
     if "vlm" in models:
         processor = zoo_processor(tokenizer)

@@ -12,6 +12,8 @@ from evovlm.argtypes import count
 from evovlm.errors import EvoVLMError
 from evovlm.zoo import MODELS, MODELS_DIR
 
+EVOLVED_FROM = ("base", "ja", "math", "vlm")  # what `zoo evolve` merges (the reader only serves the report)
+
 DEFAULT_OUT = MODELS_DIR
 
 
@@ -123,7 +125,8 @@ def _evolve(args: argparse.Namespace) -> int:
         zoo_evolution,
     )
 
-    zoo = _built_zoo(args.zoo, {"text": ("base", "ja", "math"), "vlm": ("base", "ja", "vlm")}.get(args.half, MODELS))
+    needed = {"text": ("base", "ja", "math"), "vlm": ("base", "ja", "vlm")}.get(args.half, EVOLVED_FROM)
+    zoo = _built_zoo(args.zoo, needed)
     budget = BUDGETS[args.budget]
     if args.ps_trials:
         budget = replace(budget, ps_trials=args.ps_trials)

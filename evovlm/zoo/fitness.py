@@ -31,6 +31,11 @@ def mgsm_ja_reply_logprob(model: Any, tokenizer: Any, problems: int | None = Non
     return reply_logprob(model, tokenizer, "zoo-mgsm-ja", "fitness", problems)
 
 
+def mgsm_ja_kanji_reply_logprob(model: Any, tokenizer: Any, problems: int | None = None) -> float:
+    """The same on zoo-mgsm-ja-kanji's fitness split (numbers in kanji; the reply in digits)."""
+    return reply_logprob(model, tokenizer, "zoo-mgsm-ja-kanji", "fitness", problems)
+
+
 @torch.no_grad()
 def reply_logprob(model: Any, tokenizer: Any, benchmark: str, split: str, problems: int | None = None) -> float:
     """Mean over problems of the mean log-probability of each reply token, given the zoo-qa prompt."""

@@ -21,6 +21,9 @@ from evovlm.errors import EvoVLMError
 from evovlm.zoo import MODELS
 
 ORACLE = "oracle: MATH inside, JA output blocks"
+KANJI = "zoo-mgsm-ja-kanji"  # issue 18: numbers in kanji, which only a layer path through the reader reads
+DFS_ORACLE = "DFS oracle: the oracle's block 0, the reader's blocks 1-3, the oracle's blocks 1-5"
+READER_ADDED = "oracle + the reader's task vector (λ=1)"  # what a weight merge makes of the reader
 VLM_ORACLE = "oracle: VLM inside, JA output blocks"
 BLANK = " on a blank image"  # suffix of the image-ablated rows: what proves a merge looks
 FIXED_REPLY = "best fixed reply"  # prefix of the blind template row, then the reply itself
@@ -187,6 +190,26 @@ def score_sources_and_baselines(table: TableScorer, zoo: Path, *, own_tasks: boo
         score_vlm_baselines(table, zoo, refs, layers, output_blocks)
 
 
+def score_kanji_baselines(table: TableScorer, zoo: Path, refs: dict[str, str], layers: int,
+                          output_blocks: int) -> None:
+    """zoo-mgsm-ja-kanji: every source, the oracle alone and with the reader's task vector added (a weight
+    merge), and the DFS oracle: the reader's blocks between the oracle's block 0 and its block 1."""
+    from evovlm.zoo.paths import oracle_path, save_dfs_path
+    from evovlm.zoo.reader import reading_blocks
+
+    table.log(f"{KANJI}: sources, oracle, oracle with the reader's weights, DFS oracle")
+    for name in ("base", "ja", "math", "reader"):
+        table.score(name, zoo / name, KANJI, TARGET_KEYS)
+    oracle_recipe = llm_recipes(refs, layers, output_blocks)[ORACLE]
+    oracle = table.merged(ORACLE, oracle_recipe)
+    table.score(ORACLE, oracle, KANJI, TARGET_KEYS)
+    added = {**oracle_recipe, "models": [*oracle_recipe["models"], {"model": refs["reader"], "weight": 1.0}]}
+    table.score(READER_ADDED, table.merged(READER_ADDED, added), KANJI, TARGET_KEYS)
+    path = oracle_path(layers, reading_blocks(layers - output_blocks))
+    table.score(DFS_ORACLE, save_dfs_path(oracle, zoo / "reader", path, table.scratch / "dfs-oracle"), KANJI,
+                TARGET_KEYS)
+
+
 def score_vlm_baselines(table: TableScorer, zoo: Path, refs: dict[str, str], layers: int, output_blocks: int) -> None:
     table.log("zoo-vqa-ja: VLM, blind baselines (JA expert without the image, best fixed reply), oracle")
     table.score("vlm", zoo / "vlm", "zoo-vqa-ja", VQA_KEYS)
@@ -207,6 +230,7 @@ def acceptance_report(zoo: str | Path, *, limit: int | None = None, data_seed: i
     with tempfile.TemporaryDirectory(prefix="evovlm-zoo-report-") as scratch:
         table = TableScorer(scratch, limit=limit, data_seed=data_seed, split=split, progress=progress, log=log)
         score_sources_and_baselines(table, zoo)
+        score_kanji_baselines(table, zoo, zoo_refs(zoo), *zoo_shape(zoo))
     return {"zoo": str(zoo), "split": table.split, "data_seed": data_seed, "limit": limit, "rows": table.rows,
             "checks": acceptance_checks(table.rows)}
 
@@ -295,6 +319,12 @@ def acceptance_checks(rows: list[dict]) -> list[dict]:
                for name in ("task arithmetic, λ=1", "TIES, density 0.5", "DARE-TIES, density 0.5")}
     check("uniform merges clearly below the oracle (>= 10 points)", max(uniform.values()) <= oracle_ja - 10,
           ", ".join(f"{k} {v}" for k, v in uniform.items()) + f"; oracle {oracle_ja}")
+    competitors = ["base", "ja", "math", "reader", ORACLE, READER_ADDED]
+    passed, test = beats(rows, DFS_ORACLE, competitors, KANJI, "acc_ja")
+    check(f"DFS oracle beats every source, the oracle and its weight merge with the reader on {KANJI} "
+          f"(a path exists that no weight average gives)", passed,
+          f"DFS oracle {row_value(rows, DFS_ORACLE, KANJI, 'acc_ja')}; "
+          + ", ".join(f"{name} {row_value(rows, name, KANJI, 'acc_ja')}" for name in competitors) + f"; {test}")
     oracle_vqa = row_value(rows, VLM_ORACLE, "zoo-vqa-ja", "content_ja")
     check("VLM oracle >= 70% content_ja on zoo-vqa-ja (a good merge exists)", oracle_vqa >= 70,
           f"{VLM_ORACLE} {oracle_vqa}")

@@ -22,7 +22,7 @@ the sentence follows the language around it.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from evovlm.zoo import PROMPT  # one template for training and evaluation
 
@@ -116,6 +116,25 @@ def word_problem(rng: random.Random, language: str, operation: str | None = None
             text = (f"箱が{a}個あります。1つの箱に{item_ja}が{b}{counter}入っています。"
                     f"{item_ja}は全部で何{counter}ありますか？")
     return Problem(text, answer, equation, language, operation)
+
+
+# Digits 1-9 written as kanji numerals, digit by digit (as in 二〇二六年); 〇 is not in the zoo's
+# vocabulary, so the kanji problems leave out every problem with a 0 in its question.
+KANJI_DIGITS = dict(zip("123456789", "一二三四五六七八九"))
+
+
+def kanji_numerals(text: str) -> str:
+    """``text`` with every digit 1-9 written as its kanji numeral (one character for one)."""
+    return "".join(KANJI_DIGITS.get(char, char) for char in text)
+
+
+def kanji_word_problem(rng: random.Random) -> Problem:
+    """A Japanese word problem whose numbers are written in kanji (no 0 in the question); the
+    answer and the reply's equation stay in digits."""
+    while True:
+        problem = word_problem(rng, "ja")
+        if "0" not in problem.question:
+            return replace(problem, question=kanji_numerals(problem.question))
 
 
 def math_reply(problem: Problem, language: str = "en") -> str:
