@@ -500,3 +500,24 @@ def test_the_dfs_oracle_runs_the_readers_blocks_between_block_0_and_block_1(quic
     reader = load_file(quick_zoo / "reader" / "model.safetensors")
     stored = oracle.model.model.layers[config.dfs_path[1]].mlp.down_proj.weight
     assert torch.equal(stored, reader["model.layers.1.mlp.down_proj.weight"])
+
+
+def test_the_reader_trains_only_its_reading_blocks_and_deep_holds_each_block(quick_zoo):
+    import random
+
+    from evovlm.zoo.build import _reload, zoo_tokenizer
+    from evovlm.zoo.reader import train_reader
+
+    trained = {}
+    for deep in (0.0, 1.0):
+        reader = _reload(quick_zoo / "base")
+        losses = train_reader(reader, zoo_tokenizer(), [_reload(quick_zoo / "math")], random.Random(0), steps=2,
+                              lr=1e-3, batch_size=2, blocks=[1, 2], deep=deep, progress=False)
+        assert len(losses) == 2 and all(loss == loss and loss > 0 for loss in losses)
+        trained[deep] = reader.state_dict()
+    base = load_file(quick_zoo / "base" / "model.safetensors")
+    moved = {name for name, tensor in trained[0.0].items() if not torch.equal(tensor, base[name])}
+    assert moved and all(name.startswith(("model.layers.1.", "model.layers.2.")) for name in moved)
+    # the error after block 1 joins the loss: block 1 learns something else
+    block1 = "model.layers.1.mlp.down_proj.weight"
+    assert not torch.equal(trained[0.0][block1], trained[1.0][block1])

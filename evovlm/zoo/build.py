@@ -104,6 +104,7 @@ class ZooSettings:
     # The kanji reader (evovlm.zoo.reader): its blocks 1-3 learn to read kanji numerals for the others' blocks
     reader_steps: int = 2400
     reader_lr: float = 1e-3
+    reader_deep: float = 0.0  # weight of the error after each reading block but the last (experiment, run 60)
     finetune_lr: float = 1e-3
     threads: int = 0  # torch threads; 0 keeps torch's default
 
@@ -483,7 +484,7 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
         losses = timed("reader", lambda: train_reader(
             reader, tokenizer, [_reload(math_path)], random.Random(f"reader:{seed}"), steps=settings.reader_steps,
             lr=settings.reader_lr, batch_size=settings.batch_size,
-            blocks=reading_blocks(settings.exit_layer), progress=progress))
+            blocks=reading_blocks(settings.exit_layer), deep=settings.reader_deep, progress=progress))
         report.final_loss["reader"] = _final_loss(losses)
         _save(reader, tokenizer, paths["reader"])
 

@@ -49,8 +49,8 @@ def _run(blocks: Sequence[torch.nn.Module], hidden: torch.Tensor, rotary: tuple,
 
 
 def train_reader(reader: torch.nn.Module, tokenizer, family: Sequence[torch.nn.Module], rng: random.Random, *,
-                 steps: int, lr: float, batch_size: int, blocks: Sequence[int], desc: str = "zoo reader",
-                 progress: bool = True) -> list[float]:
+                 steps: int, lr: float, batch_size: int, blocks: Sequence[int], deep: float = 0.0,
+                 desc: str = "zoo reader", progress: bool = True) -> list[float]:
     """Train ``reader``'s ``blocks`` (a copy of the base; every other weight frozen) in place.
 
     ``family``: models whose block 0, blended with the reader's own (the base's), feeds the blocks."""
@@ -86,9 +86,14 @@ def train_reader(reader: torch.nn.Module, tokenizer, family: Sequence[torch.nn.M
         with torch.no_grad():
             target, _, _ = stream(plain["input_ids"])
             source, rotary, positions = stream(written["input_ids"])
-        out = _run(trained, source, rotary, positions)
         mask = written["attention_mask"].unsqueeze(-1).float()
-        loss = ((out - target) ** 2 * mask).sum() / (mask.sum() * out.shape[-1]) / target.pow(2).mean()
+        hidden, loss = source, 0.0
+        for number, block in enumerate(trained, 1):  # with ``deep``, every block's stream is held too
+            hidden = _run([block], hidden, rotary, positions)
+            weight = 1.0 if number == len(trained) else deep
+            if weight:
+                error = ((hidden - target) ** 2 * mask).sum() / (mask.sum() * hidden.shape[-1])
+                loss = loss + weight * error / target.pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
