@@ -521,3 +521,14 @@ def test_the_reader_trains_only_its_reading_blocks_and_deep_holds_each_block(qui
     # the error after block 1 joins the loss: block 1 learns something else
     block1 = "model.layers.1.mlp.down_proj.weight"
     assert not torch.equal(trained[0.0][block1], trained[1.0][block1])
+
+
+def test_the_table_merges_a_recipe_once(quick_zoo, tmp_path):
+    from evovlm.zoo.report import ORACLE, TableScorer, llm_recipes, zoo_refs, zoo_shape
+
+    table = TableScorer(tmp_path, progress=False, log=lambda _: None)
+    recipe = llm_recipes(zoo_refs(quick_zoo), *zoo_shape(quick_zoo))[ORACLE]
+    first = table.merged(ORACLE, recipe)
+    assert table.merged("the same recipe again", dict(recipe)) == first
+    other = table.merged("TIES", llm_recipes(zoo_refs(quick_zoo), *zoo_shape(quick_zoo))["TIES, density 0.5"])
+    assert other != first and sorted(p.name for p in tmp_path.glob("merge-*")) == ["merge-0", "merge-1"]

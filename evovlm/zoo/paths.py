@@ -1,5 +1,5 @@
-"""Hand-written DFS paths for the zoo's tables: the DFS oracle of PS+DFS, and the legal hand paths that
-the DFS alone must reach (issue 18).
+"""Hand-written DFS paths (issue 18): the DFS oracle (the reader's blocks in front of a model's), and the
+legal hand paths over the JA and MATH experts that the DFS alone must reach (run 17's set).
 
 Stored layers are numbered as :class:`evovlm.dfs.modeling.EvoDFSForCausalLM` stores them: model A's
 ``0..L-1``, then model B's ``L..2L-1``. A legal path starts with A's block 0 and ends with A's last
@@ -8,10 +8,8 @@ block, as the DFS genome makes every path (``evovlm.evolve.genome``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-
-HAND_ROW = "best legal hand path (chosen on dev)"  # prefix; the row name ends with the path
 
 
 def oracle_path(num_layers: int, blocks: Sequence[int]) -> list[int]:
@@ -60,15 +58,3 @@ def save_dfs_path(model_a: str | Path, model_b: str | Path, path: Sequence[int],
     model.save_pretrained(out)
     runner_a.tokenizer.save_pretrained(out)
     return Path(out)
-
-
-def best_hand_path(model_a: Path, model_b: Path, num_layers: int, inner: int, scratch: Path,
-                   score: Callable[[str, Path], float]) -> tuple[str, Path]:
-    """(name, saved model) of the hand path that ``score`` (the dev split's ``acc_ja``) rates highest;
-    the first listed wins a tie."""
-    scored = []
-    for number, (name, path) in enumerate(hand_paths(num_layers, inner).items()):
-        saved = save_dfs_path(model_a, model_b, path, scratch / f"hand-path-{number}")
-        scored.append((score(name, saved), -number, name, saved))
-    _, _, name, saved = max(scored)
-    return name, saved

@@ -83,6 +83,7 @@ class TableScorer:
         self.rows: list[dict] = []
         self._benches: dict[str, object] = {}
         self._numbers = itertools.count()
+        self._merges: dict[str, Path] = {}
 
     def bench(self, name: str):
         from evovlm.eval.benchmarks import load_benchmark
@@ -160,9 +161,12 @@ class TableScorer:
         from evovlm.merge.engine import merge_checkpoints
         from evovlm.merge.recipe import recipe_from_dict
 
-        out = self.scratch / f"merge-{next(self._numbers)}"
-        merge_checkpoints(recipe_from_dict(recipe, name), out, progress=False)
-        return out
+        key = json.dumps(recipe, sort_keys=True, ensure_ascii=False)  # a recipe two tables share is merged once
+        if key not in self._merges:
+            out = self.scratch / f"merge-{next(self._numbers)}"
+            merge_checkpoints(recipe_from_dict(recipe, name), out, progress=False)
+            self._merges[key] = out
+        return self._merges[key]
 
 
 TARGET_KEYS = ("acc", "acc_ja", "acc_pure")  # zoo-mgsm-ja
