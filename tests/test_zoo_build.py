@@ -165,7 +165,10 @@ def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zo
 
     from evovlm.zoo.evolution import (
         DFS_ROW,
+        HAND_ROW,
         HYBRID_ROW,
+        PS_DFS_ORACLE,
+        PS_READER_ADDED,
         PS_ROW,
         VLM_ROW,
         EvolveBudget,
@@ -185,15 +188,26 @@ def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zo
     rows = {(row["model"], row["benchmark"]): row for row in result["rows"]}
     for name in ("base", "ja", "math", PS_ROW, DFS_ROW, HYBRID_ROW):
         assert rows[name, "zoo-mgsm-ja"]["n"] == 3
+    # PS+DFS: PS's model and the reader, on the kanji problems; its rows and the best hand path's
+    for name in ("base", "ja", "math", "reader", PS_ROW, PS_READER_ADDED, PS_DFS_ORACLE, HYBRID_ROW):
+        assert rows[name, "zoo-mgsm-ja-kanji"]["n"] == 3
+    assert [name for name, bench in rows if name.startswith(HAND_ROW + ": A0 ")] == [next(
+        name for name, _ in rows if name.startswith(HAND_ROW))]
+    from evovlm.io.yamlfile import read_yaml_file
+
+    hybrid_config = read_yaml_file(out / "ps-dfs" / "config.yaml", "config")["dfs"]
+    assert hybrid_config["model_b"] == str(quick_zoo / "reader") and hybrid_config["scales"] == "none"
+    assert hybrid_config["fitness"]["callable"].endswith(":mgsm_ja_both_reply_logprob")
+    assert hybrid_config["test"]["benchmark"] == "zoo-mgsm-ja-kanji"
     assert set(rows[VLM_ROW, "zoo-vqa-ja"]) >= {"rougeL_ja", "content_ja", "content"}
     assert [item["criterion"] for item in result["checks"]] == [item["criterion"] for item in evolution_checks(
-        result["rows"])] and len(result["checks"]) == 9
-    from evovlm.io.yamlfile import read_yaml_file
+        result["rows"])] and len(result["checks"]) == 10
 
     vlm_config = read_yaml_file(out / "vlm" / "config.yaml", "config")
     assert vlm_config["fitness"]["metric"] == {"content_ja": 1.0, "rougeL_ja": 0.45}  # 0.9 / 2 problems
     table = format_table(result)
     assert f"| {PS_ROW} | {rows[PS_ROW, 'zoo-mgsm-ja']['acc_ja']} |" in table and "| claim | result |" in table
+    assert "| model | zoo-mgsm-ja-kanji acc_ja |" in table
 
     # the claims are decided on the numbers: a PS row at the best source fails (more on hand-built rows below)
     def with_ps(value: float) -> list[dict]:
@@ -211,9 +225,61 @@ def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zo
     zoo_copy = tmp_path / "zoo"
     shutil.copytree(quick_zoo, zoo_copy)
     installed = install_models(out, zoo_copy)
-    assert set(installed) == {"evollm", "evovlm"}
+    assert set(installed) == {"evollm", "evodfs", "evohybrid", "evovlm"}
+    hybrid = load_runner(zoo_copy / "evohybrid").model.config
+    assert hybrid.model_type == "evovlm_dfs" and hybrid.dfs_path[0] == 0
+    assert load_runner(zoo_copy / "evodfs").model.config.model_type == "evovlm_dfs"
     assert load_runner(zoo_copy / "evollm").kind == "causal-lm" and load_runner(zoo_copy / "evovlm").kind == "vlm"
     assert not list(zoo_copy.glob(".*partial"))
+
+
+def test_the_dfs_claims_on_hand_counted_rows():
+    from evovlm.zoo.evolution import (
+        DFS_ROW,
+        HAND_ROW,
+        HYBRID_ROW,
+        PS_DFS_ORACLE,
+        PS_READER_ADDED,
+        PS_ROW,
+        evolution_checks,
+    )
+
+    def row(model, right, bench="zoo-mgsm-ja-kanji", n=100):
+        bits = "1" * right + "0" * (n - right)
+        return {"model": model, "benchmark": bench, "n": n, "acc_ja": float(right), "acc_pure": float(right),
+                "acc": float(right), "correct_ja": bits}
+
+    digits = [row(name, right, "zoo-mgsm-ja") for name, right in (
+        ("base", 0), ("ja", 1), ("math", 2), ("task arithmetic, λ=1", 3), ("TIES, density 0.5", 3),
+        ("DARE-TIES, density 0.5", 3), ("oracle: MATH inside, JA output blocks", 90), (PS_ROW, 90),
+        (DFS_ROW, 30), (HYBRID_ROW, 80), (HAND_ROW + ": A0 B1-3 A4-5", 30))]
+
+    def checks(hybrid_right, reader_added=0):
+        kanji = [row(name, right) for name, right in (
+            ("base", 0), ("ja", 1), ("math", 1), ("reader", 0), (PS_ROW, 3), (PS_READER_ADDED, reader_added),
+            (PS_DFS_ORACLE, 60), (HYBRID_ROW, hybrid_right))]
+        return {c["criterion"]: c for c in evolution_checks(digits + kanji)}
+
+    claim = "PS+DFS beats PS, every source and PS plus the reader's task vector on zoo-mgsm-ja-kanji"
+    # the first 3 problems are right for both: 40 won, 0 lost against PS; p = 2^-40
+    passed = checks(43)
+    assert passed[claim]["passed"] and "PS+DFS 43.0; PS 3.0; DFS oracle over PS 60.0" in passed[claim]["numbers"]
+    assert "PS+DFS at least as good as PS" not in passed  # on digits it is a row, not the claim (80 < 90)
+    assert passed["DFS reaches the best legal hand-written path"]["passed"]  # 30 = 30
+    assert not checks(7)[claim]["passed"]  # 4 won against PS, 0 lost: p = 1/16
+    assert not checks(43, reader_added=44)[claim]["passed"]  # the weight merge reads more
+    lower = {c["criterion"]: c for c in evolution_checks(
+        [dict(r, acc_ja=29.0) if r["model"] == DFS_ROW else r for r in digits])}
+    assert not lower["DFS reaches the best legal hand-written path"]["passed"]
+    assert "PS+DFS at least as good as PS" in lower  # a table without kanji rows keeps the old claim
+    # --quick's DFS is too short for the hand path: that claim is printed, but does not fail the run
+    from evovlm.zoo.evolution import HAND_CLAIM, QUICK, claims_hold, format_table
+
+    result = {"rows": digits, "checks": list(lower.values()), "budget": {"not_gated": list(QUICK.not_gated)}}
+    assert QUICK.not_gated == (HAND_CLAIM,) and claims_hold(result) is False  # PS+DFS 80 < PS 90 still gates
+    result["checks"] = [c for c in result["checks"] if c["criterion"] != "PS+DFS at least as good as PS"]
+    assert claims_hold(result) and f"| {HAND_CLAIM} | FAIL (not gated at this budget) |" in format_table(result)
+    assert not claims_hold(dict(result, budget={"not_gated": []}))
 
 
 def test_sign_test_and_beats_claims_on_hand_counted_rows():

@@ -243,3 +243,32 @@ def test_reply_log_probability_fitness_against_hand_computed_values():
     assert mgsm_ja_reply_logprob(counting, tokenizer, problems=3) == expected and rows == [3]
     with pytest.raises(EvoVLMError, match="problems: a whole number of at least 1"):
         mgsm_ja_reply_logprob(_UniformLM(vocabulary), tokenizer, problems=0)
+
+
+class _KanjiReaderLM(_CopyLM):
+    """Certain of every next token in a prompt with a kanji numeral; uniform on a prompt without one."""
+
+    def __init__(self, vocabulary: int, kanji_ids: set[int]) -> None:
+        super().__init__(vocabulary)
+        self.kanji_ids = kanji_ids
+
+    def forward(self, input_ids, attention_mask):
+        logits = super().forward(input_ids, attention_mask).logits
+        for row, ids in enumerate(input_ids.tolist()):
+            if not self.kanji_ids & set(ids):
+                logits[row] = 0.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_the_both_fitness_is_the_mean_of_the_kanji_and_the_digit_fitness():
+    from evovlm.zoo import world
+    from evovlm.zoo.build import zoo_tokenizer
+    from evovlm.zoo.fitness import mgsm_ja_both_reply_logprob, mgsm_ja_kanji_reply_logprob, mgsm_ja_reply_logprob
+
+    tokenizer = zoo_tokenizer()
+    vocabulary = len(tokenizer)
+    reader = _KanjiReaderLM(vocabulary, set(tokenizer.convert_tokens_to_ids(list(world.KANJI_DIGITS.values()))))
+    assert mgsm_ja_kanji_reply_logprob(reader, tokenizer, problems=5) == pytest.approx(0.0, abs=1e-6)
+    assert mgsm_ja_reply_logprob(reader, tokenizer, problems=5) == pytest.approx(-math.log(vocabulary), rel=1e-6)
+    both = mgsm_ja_both_reply_logprob(reader, tokenizer, problems=5)
+    assert both == pytest.approx(-math.log(vocabulary) / 2, rel=1e-6)

@@ -1,7 +1,8 @@
 """The miniature zoo: tiny models trained here with real, distinct skills, and their benchmarks.
 
 Built models live in ``evovlm/zoo/models/NAME`` and are addressed as ``zoo:NAME``
-(``zoo:base``, ``zoo:ja``, ``zoo:math``, ``zoo:reader``, ``zoo:vlm``; evolved ones ``zoo:evollm``, ``zoo:evovlm``).
+(``zoo:base``, ``zoo:ja``, ``zoo:math``, ``zoo:reader``, ``zoo:vlm``; evolved ones ``zoo:evollm``, ``zoo:evodfs``,
+``zoo:evohybrid``, ``zoo:evovlm``).
 The zoo is an EvoVLM plugin (:mod:`evovlm.zoo.plugin`): the core knows none of this.
 """
 

@@ -3,8 +3,10 @@
 Four evolution runs on a zoo folder, each an ordinary ``evovlm evolve`` run directory:
 
 - ``ps-dfs`` (mode ps+dfs): PS first (task arithmetic of the JA and MATH experts, one weight per model and
-  per pair of decoder blocks), then DFS with the PS result as model A and MATH as model B.
-  Its ``ps`` stage is the table's PS row.
+  per pair of decoder blocks, on zoo-mgsm-ja), then DFS with the PS result as model A and the kanji reader
+  as model B, on zoo-mgsm-ja-kanji (the same problems with kanji numerals, which only a layer path through
+  the reader's blocks reads: :mod:`evovlm.zoo.reader`) and zoo-mgsm-ja together. Its ``ps`` stage is the
+  table's PS row.
 - ``dfs``: a layer path through the JA expert (A) and the MATH expert (B), with the scale matrix W,
   for the paper's 100 generations. Its fitness is the log-likelihood of the reference replies
   (:mod:`evovlm.zoo.fitness`): accuracy on 100 problems is flat over nearly all paths.
@@ -34,43 +36,55 @@ from evovlm.zoo import MODELS, MODELS_DIR, PREFIX
 from evovlm.zoo.benchmarks import SPLITS
 from evovlm.zoo.report import (
     BLANK,
+    KANJI,
     ORACLE,
     TARGET_KEYS,
     VQA_KEYS,
     TableScorer,
     beats,
     row_value,
+    score_kanji_sources,
     score_sources_and_baselines,
+    score_with_reader,
     vlm_baseline_checks,
     zoo_refs,
+    zoo_shape,
 )
 
 RUN_NAMES = ("ps-dfs", "dfs", "vlm", "vlm-rouge")
 PS_ROW, DFS_ROW, HYBRID_ROW, VLM_ROW = "evolved PS", "evolved DFS", "evolved PS+DFS", "evolved VLM (PS)"
 VLM_ROUGE_ROW = "evolved VLM (PS), ROUGE-L-ja fitness alone"  # the lesson: the metric rewards the template
+PS_READER_ADDED = "evolved PS + the reader's task vector (λ=1)"  # what a weight merge makes of the reader
+PS_DFS_ORACLE = "DFS oracle over PS: its block 0, the reader's blocks 1-3, its blocks 1-5"
+HAND_ROW = "best legal hand path (chosen on dev)"  # what the DFS alone must reach (issue 18)
+HAND_CLAIM = "DFS reaches the best legal hand-written path"
 
 
 @dataclass(frozen=True)
 class EvolveBudget:
-    """The default: the whole ``zoo evolve`` in about 7 minutes on 2 cores, with reduced fitness
-    (:data:`FULL`: the published slow settings; :data:`QUICK`: the README's first command)."""
+    """The default: reduced fitness (the whole ``zoo evolve`` took about 7 minutes on 2 cores before run 61's
+    60-generation PS+DFS stage; :data:`FULL`: the published slow settings; :data:`QUICK`: the README's first
+    command)."""
 
     ps_trials: int = 120
     dfs_generations: int = 100  # the paper's count; population 19 (4 + 3 ln 180 genes)
     dfs_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))  # CPU processes
     # DFS fitness: reply log-likelihood on the first N fitness problems (None: all 100); 25 is 4x cheaper
     dfs_problems: int | None = 25
-    hybrid_generations: int = 4
+    hybrid_generations: int = 60  # PS+DFS, on the kanji problems: found the reader's blocks on both seeds (run 61)
     vlm_trials: int = 300  # 60 and 150 stopped short of the oracle's layout on seed 0 (runs 39-41)
     repeats: int = 3  # DFS: r, T = M * r slots
     fitness_limit: int | None = None  # problems of the fitness split (default: all 100)
     # reduced fitness for the PS, PS+DFS and VLM searches (evovlm.evolve.subset); the ROUGE-only VLM
     # run (a graded score) takes the subset's mean on a stratified subset instead. None: every problem
     fitness_subset: dict | None = field(default_factory=lambda: {"method": "irt", "size": 20})
+    # claims this budget is too small for: printed with the rest, but they do not set the exit status
+    not_gated: tuple[str, ...] = ()
 
 
 FULL = EvolveBudget(dfs_problems=None, fitness_subset=None)  # the published runs' settings
-QUICK = EvolveBudget(dfs_generations=40, hybrid_generations=2, vlm_trials=100)
+# --quick's DFS (40 generations) stops far below the hand path (2.6 against 31.0 on the committed zoo, run 61)
+QUICK = EvolveBudget(dfs_generations=40, hybrid_generations=30, vlm_trials=100, not_gated=(HAND_CLAIM,))
 BUDGETS = {"quick": QUICK, "default": EvolveBudget(), "full": FULL}
 
 
@@ -83,16 +97,22 @@ def run_configs(zoo: Path, *, seed: int, budget: EvolveBudget, split: str = "tes
     mgsm = {"benchmark": "zoo-mgsm-ja", "split": "fitness", "limit": budget.fitness_limit, "metric": "acc_ja",
             **_subset(budget)}
     mgsm_test = {"benchmark": "zoo-mgsm-ja", "split": split, "metric": "acc_ja"}
+    # PS+DFS's fitness: kanji and digit problems alike; on kanji alone its path lost up to 20 points of PS's
+    # digits (seed 0: 73.5 against 94.0; with both 91.5, and 51.5 on kanji: run 61, dev)
+    both = {"callable": "evovlm.zoo.fitness:mgsm_ja_both_reply_logprob", "arguments": {"problems": budget.dfs_problems}}
     ps = {"method": "task_arithmetic", "base_model": refs["base"], "models": [refs["ja"], refs["math"]],
           "group_size": 2, "budget": {"trials": budget.ps_trials}}
     # W in [0.5, 1.5]: with [0, 2] the early random scales (about +-0.33) buried the first good flips (run 28)
     dfs = {"repeats": budget.repeats, "scales": "matrix", "scale_range": [0.5, 1.5], "init": "a"}
+    # PS+DFS: the path alone, no W: with W the search never put the reader's blocks in front (run 60, dev)
+    hybrid = {**dfs, "scales": "none"}
     # content_ja first; ROUGE-L-ja only breaks ties: all of it is worth less than one more right answer
     tie_break = 0.9 / (budget.fitness_limit or SPLITS["fitness"])
     return {
         "ps-dfs": {"mode": "ps+dfs", "seed": seed, "ps": ps,
-                   "dfs": {"model_a": "ps", "model_b": refs["math"], **dfs,
-                           "budget": {"generations": budget.hybrid_generations}},
+                   "dfs": {"model_a": "ps", "model_b": refs["reader"], **hybrid,
+                           "budget": {"generations": budget.hybrid_generations}, "fitness": both,
+                           "test": {"benchmark": KANJI, "split": split, "metric": "acc_ja"}},
                    "fitness": mgsm, "test": mgsm_test},
         "dfs": {"mode": "dfs", "seed": seed, "dfs": {"model_a": refs["ja"], "model_b": refs["math"], **dfs},
                 "budget": {"generations": budget.dfs_generations},
@@ -188,15 +208,43 @@ def zoo_evolution(zoo: str | Path, out_dir: str | Path, *, seed: int = 0, budget
         if text:
             for row in (PS_ROW, DFS_ROW, HYBRID_ROW):
                 table.score(row, models[row], "zoo-mgsm-ja", TARGET_KEYS)
+            score_hand_path(table, zoo)
+            score_kanji_rows(table, zoo, models[PS_ROW], models[HYBRID_ROW])
         if vlm:
             table.score(VLM_ROW, models[VLM_ROW], "zoo-vqa-ja", VQA_KEYS)
             table.score(VLM_ROW + BLANK, models[VLM_ROW], "zoo-vqa-ja", VQA_KEYS, blank=True)
             table.score(VLM_ROUGE_ROW, models[VLM_ROUGE_ROW], "zoo-vqa-ja", VQA_KEYS)
-    result = {"zoo": str(zoo), "seed": seed, "budget": asdict(budget), "split": table.split, "data_seed": data_seed,
+    budget_json = {**asdict(budget), "not_gated": list(budget.not_gated)}  # as table.json reads back
+    result = {"zoo": str(zoo), "seed": seed, "budget": budget_json, "split": table.split, "data_seed": data_seed,
               "limit": limit, "runs": [name for name in RUN_NAMES if name in runs], "evolution_wall_s": wall,
               "rows": table.rows, "checks": evolution_checks(table.rows)}
     write_atomic(out_dir / "table.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
+
+
+def score_hand_path(table: TableScorer, zoo: Path) -> None:
+    """The best legal hand-written DFS path over the JA expert (A) and MATH (B), chosen by its ``acc_ja`` on
+    zoo-mgsm-ja's dev split (whatever the table's split), then scored on the table's split."""
+    from evovlm.zoo.paths import best_hand_path
+
+    layers, output_blocks = zoo_shape(zoo)
+    dev = TableScorer(table.scratch, split="dev", progress=table.progress, log=lambda _: None)
+    table.log("zoo-mgsm-ja: the legal hand-written DFS paths, the best on dev")
+    name, model = best_hand_path(zoo / "ja", zoo / "math", layers, layers - output_blocks, table.folder("hand"),
+                                 lambda name, model: dev.score(name, model, "zoo-mgsm-ja", TARGET_KEYS)["acc_ja"])
+    table.score(f"{HAND_ROW}: {name}", model, "zoo-mgsm-ja", TARGET_KEYS)
+
+
+def score_kanji_rows(table: TableScorer, zoo: Path, ps_model: Path, hybrid_model: Path) -> None:
+    """zoo-mgsm-ja-kanji: the sources, the PS model alone, plus the reader's task vector (a weight merge) and
+    in the DFS oracle's path, and the evolved PS+DFS model."""
+    table.log(f"{KANJI}: sources, PS, PS with the reader's weights, the DFS oracle over PS, PS+DFS")
+    score_kanji_sources(table, zoo)
+    added = {"method": "task_arithmetic", "base_model": str(zoo / "base"),
+             "models": [{"model": str(ps_model), "weight": 1.0}, {"model": str(zoo / "reader"), "weight": 1.0}]}
+    score_with_reader(table, zoo, PS_ROW, ps_model, table.merged(PS_READER_ADDED, added), PS_READER_ADDED,
+                      PS_DFS_ORACLE)
+    table.score(HYBRID_ROW, hybrid_model, KANJI, TARGET_KEYS)
 
 
 def evolution_checks(rows: list[dict]) -> list[dict]:
@@ -239,33 +287,61 @@ def _text_checks(rows: list[dict], check: Callable[[str, bool, str], None]) -> N
           f"PS {ps}, oracle {oracle}, best source {best_source}: {100 * recovered:.0f}%")
     passed, test = beats(rows, DFS_ROW, list(sources), mgsm, "acc_ja")
     check("DFS beats every source", passed, f"DFS {dfs}; best source {best_source}; {test}")
-    check("PS+DFS at least as good as PS", hybrid >= ps, f"PS+DFS {hybrid}; PS {ps}")
+    hand = next((row["model"] for row in rows if row["model"].startswith(HAND_ROW) and row["benchmark"] == mgsm), None)
+    if hand is not None:  # tables from before issue 18 have no hand path
+        hand_value = row_value(rows, hand, mgsm, "acc_ja")
+        check(HAND_CLAIM, dfs >= hand_value, f"DFS {dfs}; {hand} {hand_value}")
+    if not any(row["benchmark"] == KANJI for row in rows):  # a table from before the reader (issue 18)
+        check("PS+DFS at least as good as PS", hybrid >= ps, f"PS+DFS {hybrid}; PS {ps}")
+        return
+    passed, test = beats(rows, HYBRID_ROW, [PS_ROW, PS_READER_ADDED, "base", "ja", "math", "reader"], KANJI,
+                         "acc_ja")
+    check(f"PS+DFS beats PS, every source and PS plus the reader's task vector on {KANJI}", passed,
+          f"PS+DFS {row_value(rows, HYBRID_ROW, KANJI, 'acc_ja')}; PS {row_value(rows, PS_ROW, KANJI, 'acc_ja')}; "
+          f"DFS oracle over PS {row_value(rows, PS_DFS_ORACLE, KANJI, 'acc_ja')}; on zoo-mgsm-ja PS+DFS {hybrid}, "
+          f"PS {ps}; {test}")
 
 
 def format_table(result: dict) -> str:
     """Markdown in the shape of the paper's Table 1, then the VLM rows, then the claims."""
     lines = []
-    text = [row for row in result["rows"] if row["benchmark"] == "zoo-mgsm-ja"]
     vqa = [row for row in result["rows"] if row["benchmark"] == "zoo-vqa-ja"]
-    if text:
-        lines += ["| model | zoo-mgsm-ja acc_ja | acc_ja (pure) | acc (any language) |", "|---|---|---|---|"]
-        lines += [f"| {row['model']} | {row['acc_ja']} | {row['acc_pure']} | {row['acc']} |" for row in text] + [""]
+    for bench in ("zoo-mgsm-ja", KANJI):
+        text = [row for row in result["rows"] if row["benchmark"] == bench]
+        if text:
+            lines += [f"| model | {bench} acc_ja | acc_ja (pure) | acc (any language) |", "|---|---|---|---|"]
+            lines += [f"| {row['model']} | {row['acc_ja']} | {row['acc_pure']} | {row['acc']} |" for row in text]
+            lines += [""]
     if vqa:
         lines += ["| model | zoo-vqa-ja content_ja | ROUGE-L-ja | content (any language) |", "|---|---|---|---|"]
         lines += [f"| {row['model']} | {row['content_ja']} | {row['rougeL_ja']} | {row['content']} |"
                   for row in vqa] + [""]
     lines += ["| claim | result | numbers |", "|---|---|---|"]
-    lines += [f"| {item['criterion']} | {'pass' if item['passed'] else 'FAIL'} | {item['numbers']} |"
-              for item in result["checks"]]
+    not_gated = result.get("budget", {}).get("not_gated", ())
+    lines += [f"| {item['criterion']} | {_verdict(item, not_gated)} | {item['numbers']} |" for item in result["checks"]]
     return "\n".join(lines)
 
 
-INSTALLED = {"evollm": PS_ROW, "evovlm": VLM_ROW}  # zoo:NAME <- row (EvoLLM-JP-v1-7B is a PS merge)
-INSTALLED_FROM = {"evollm": "ps-dfs", "evovlm": "vlm"}  # zoo:NAME <- run
+def _verdict(check: dict, not_gated: Collection[str]) -> str:
+    if check["passed"]:
+        return "pass"
+    return "FAIL (not gated at this budget)" if check["criterion"] in not_gated else "FAIL"
+
+
+def claims_hold(result: dict) -> bool:
+    """Every claim passes, except those the run's budget is too small for (``EvolveBudget.not_gated``)."""
+    not_gated = result.get("budget", {}).get("not_gated", ())
+    return all(item["passed"] or item["criterion"] in not_gated for item in result["checks"])
+
+
+# zoo:NAME <- row (EvoLLM-JP-v1-7B is a PS merge; the DFS models store only the layers their paths use)
+INSTALLED = {"evollm": PS_ROW, "evodfs": DFS_ROW, "evohybrid": HYBRID_ROW, "evovlm": VLM_ROW}
+INSTALLED_FROM = {"evollm": "ps-dfs", "evodfs": "dfs", "evohybrid": "ps-dfs", "evovlm": "vlm"}  # zoo:NAME <- run
 
 
 def install_models(out_dir: str | Path, zoo: str | Path, runs: Collection[str] = RUN_NAMES) -> dict[str, Path]:
-    """Copy the evolved PS and VLM models of ``runs`` into ``zoo`` as ``evollm`` and ``evovlm`` (replacing them)."""
+    """Copy the evolved models of ``runs`` into ``zoo`` (replacing them): PS as ``evollm``, DFS as ``evodfs``,
+    PS+DFS as ``evohybrid``, the VLM as ``evovlm``."""
     models, zoo = evolved_models(Path(out_dir)), Path(zoo)
     installed = {}
     for name, row in INSTALLED.items():
@@ -278,11 +354,14 @@ def install_models(out_dir: str | Path, zoo: str | Path, runs: Collection[str] =
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(source, partial)
         if zoo.resolve() == MODELS_DIR:  # the embedded zoo: the card and recipe name zoo:NAME, not this machine's paths
+            names = {str(MODELS_DIR / model): f"{PREFIX}{model}" for model in MODELS}
+            # PS+DFS's model A is the PS stage's model, installed as evollm
+            names.update({str(models[PS_ROW]): f"{PREFIX}evollm", str(models[PS_ROW].resolve()): f"{PREFIX}evollm"})
             for text in (partial / "README.md", partial / "evovlm_recipe.yaml"):
                 if text.is_file():
                     content = text.read_text(encoding="utf-8")
-                    for model in MODELS:
-                        content = content.replace(str(MODELS_DIR / model), f"{PREFIX}{model}")
+                    for path in sorted(names, key=len, reverse=True):
+                        content = content.replace(path, names[path])
                     text.write_text(content, encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)

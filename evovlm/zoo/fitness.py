@@ -36,6 +36,12 @@ def mgsm_ja_kanji_reply_logprob(model: Any, tokenizer: Any, problems: int | None
     return reply_logprob(model, tokenizer, "zoo-mgsm-ja-kanji", "fitness", problems)
 
 
+def mgsm_ja_both_reply_logprob(model: Any, tokenizer: Any, problems: int | None = None) -> float:
+    """The mean of the two: a path that reads kanji numerals and still reads digits."""
+    kanji = mgsm_ja_kanji_reply_logprob(model, tokenizer, problems)
+    return (kanji + mgsm_ja_reply_logprob(model, tokenizer, problems)) / 2
+
+
 @torch.no_grad()
 def reply_logprob(model: Any, tokenizer: Any, benchmark: str, split: str, problems: int | None = None) -> float:
     """Mean over problems of the mean log-probability of each reply token, given the zoo-qa prompt."""

@@ -8,7 +8,7 @@ block, as the DFS genome makes every path (``evovlm.evolve.genome``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -58,3 +58,15 @@ def save_dfs_path(model_a: str | Path, model_b: str | Path, path: Sequence[int],
     model.save_pretrained(out)
     runner_a.tokenizer.save_pretrained(out)
     return Path(out)
+
+
+def best_hand_path(model_a: str | Path, model_b: str | Path, num_layers: int, inner: int, scratch: Path,
+                   score: Callable[[str, Path], float]) -> tuple[str, Path]:
+    """(name, saved model) of the hand path that ``score`` (the dev split's ``acc_ja``) rates highest;
+    the first listed wins a tie."""
+    scored = []
+    for number, (name, path) in enumerate(hand_paths(num_layers, inner).items()):
+        saved = save_dfs_path(model_a, model_b, path, Path(scratch) / f"hand-path-{number}")
+        scored.append((score(name, saved), -number, name, saved))
+    _, _, name, saved = max(scored)
+    return name, saved

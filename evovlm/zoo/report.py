@@ -157,13 +157,17 @@ class TableScorer:
         best = max(scored, key=scored.get)
         return self.score_replies(f"{FIXED_REPLY}: {best}", bench_name, candidates[best], VQA_KEYS)
 
+    def folder(self, kind: str) -> Path:
+        """A new folder name in the scratch folder (``merge-0``, ``path-1``, ...)."""
+        return self.scratch / f"{kind}-{next(self._numbers)}"
+
     def merged(self, name: str, recipe: dict) -> Path:
         from evovlm.merge.engine import merge_checkpoints
         from evovlm.merge.recipe import recipe_from_dict
 
         key = json.dumps(recipe, sort_keys=True, ensure_ascii=False)  # a recipe two tables share is merged once
         if key not in self._merges:
-            out = self.scratch / f"merge-{next(self._numbers)}"
+            out = self.folder("merge")
             merge_checkpoints(recipe_from_dict(recipe, name), out, progress=False)
             self._merges[key] = out
         return self._merges[key]
@@ -198,20 +202,32 @@ def score_kanji_baselines(table: TableScorer, zoo: Path, refs: dict[str, str], l
                           output_blocks: int) -> None:
     """zoo-mgsm-ja-kanji: every source, the oracle alone and with the reader's task vector added (a weight
     merge), and the DFS oracle: the reader's blocks between the oracle's block 0 and its block 1."""
+    table.log(f"{KANJI}: sources, oracle, oracle with the reader's weights, DFS oracle")
+    score_kanji_sources(table, zoo)
+    oracle_recipe = llm_recipes(refs, layers, output_blocks)[ORACLE]
+    added = {**oracle_recipe, "models": [*oracle_recipe["models"], {"model": refs["reader"], "weight": 1.0}]}
+    score_with_reader(table, zoo, ORACLE, table.merged(ORACLE, oracle_recipe), table.merged(READER_ADDED, added),
+                      READER_ADDED, DFS_ORACLE)
+
+
+def score_kanji_sources(table: TableScorer, zoo: Path) -> None:
+    for name in ("base", "ja", "math", "reader"):
+        table.score(name, zoo / name, KANJI, TARGET_KEYS)
+
+
+def score_with_reader(table: TableScorer, zoo: Path, row: str, model: Path, added: Path, added_row: str,
+                      oracle_row: str) -> None:
+    """zoo-mgsm-ja-kanji: ``model`` alone, ``added`` (``model`` plus the reader's task vector, a weight merge)
+    and the DFS oracle over ``model``: the reader's blocks between its block 0 and its block 1."""
     from evovlm.zoo.paths import oracle_path, save_dfs_path
     from evovlm.zoo.reader import reading_blocks
 
-    table.log(f"{KANJI}: sources, oracle, oracle with the reader's weights, DFS oracle")
-    for name in ("base", "ja", "math", "reader"):
-        table.score(name, zoo / name, KANJI, TARGET_KEYS)
-    oracle_recipe = llm_recipes(refs, layers, output_blocks)[ORACLE]
-    oracle = table.merged(ORACLE, oracle_recipe)
-    table.score(ORACLE, oracle, KANJI, TARGET_KEYS)
-    added = {**oracle_recipe, "models": [*oracle_recipe["models"], {"model": refs["reader"], "weight": 1.0}]}
-    table.score(READER_ADDED, table.merged(READER_ADDED, added), KANJI, TARGET_KEYS)
+    layers, output_blocks = zoo_shape(zoo)
+    table.score(row, model, KANJI, TARGET_KEYS)
+    table.score(added_row, added, KANJI, TARGET_KEYS)
     path = oracle_path(layers, reading_blocks(layers - output_blocks))
-    table.score(DFS_ORACLE, save_dfs_path(oracle, zoo / "reader", path, table.scratch / "dfs-oracle"), KANJI,
-                TARGET_KEYS)
+    saved = save_dfs_path(model, zoo / "reader", path, table.folder("path"))
+    table.score(oracle_row, saved, KANJI, TARGET_KEYS)
 
 
 def score_vlm_baselines(table: TableScorer, zoo: Path, refs: dict[str, str], layers: int, output_blocks: int) -> None:

@@ -3,9 +3,10 @@ then its rows on the dev split. Prints the rows; writes the run to OUT and the r
 
     python hybrid_search.py ZOO PS_MODEL OUT [--generations 60] [--problems 25] [--repeats 3]
                             [--scales none|matrix] [--sigma S] [--population N] [--seed 0]
+                            [--fitness mgsm_ja_kanji_reply_logprob]
 
 ZOO: a zoo folder with base, ja, math and reader; PS_MODEL: the PS stage's model of `evovlm zoo evolve`
-(OUT_DIR/ps-dfs/ps/model). The fitness is the reply log-likelihood on the kanji fitness split.
+(OUT_DIR/ps-dfs/ps/model). The fitness: the reply log-likelihood on the kanji fitness split (or --fitness).
 """
 import argparse
 import json
@@ -29,6 +30,7 @@ parser.add_argument("--scales", default="none")
 parser.add_argument("--sigma", type=float, default=None)
 parser.add_argument("--population", type=int, default=None)
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--fitness", default="mgsm_ja_kanji_reply_logprob")  # a callable of evovlm.zoo.fitness
 args = parser.parse_args()
 kanji = "zoo-mgsm-ja-kanji"
 optimizer = {key: value for key, value in (("sigma", args.sigma), ("population", args.population)) if value}
@@ -36,7 +38,7 @@ config = {"mode": "dfs", "seed": args.seed,
           "dfs": {"model_a": str(args.ps_model), "model_b": str(args.zoo / "reader"), "repeats": args.repeats,
                   "scales": args.scales, "scale_range": [0.5, 1.5], "init": "a"},
           "optimizer": optimizer, "budget": {"generations": args.generations},
-          "fitness": {"callable": "evovlm.zoo.fitness:mgsm_ja_kanji_reply_logprob",
+          "fitness": {"callable": f"evovlm.zoo.fitness:{args.fitness}",
                       "arguments": {"problems": args.problems or None}},
           "runtime": {"workers": 1, "progress": False}}
 summary = run_evolution(config, args.out)
