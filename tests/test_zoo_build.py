@@ -598,3 +598,14 @@ def test_the_table_merges_a_recipe_once(quick_zoo, tmp_path):
     assert table.merged("the same recipe again", dict(recipe)) == first
     other = table.merged("TIES", llm_recipes(zoo_refs(quick_zoo), *zoo_shape(quick_zoo))["TIES, density 0.5"])
     assert other != first and sorted(p.name for p in tmp_path.glob("merge-*")) == ["merge-0", "merge-1"]
+
+
+def test_zoo_evolve_on_a_build_without_the_reader_says_how_to_add_it(quick_zoo, tmp_path, capsys):
+    import shutil
+
+    older = tmp_path / "older"
+    shutil.copytree(quick_zoo, older, ignore=shutil.ignore_patterns("reader"))
+    assert main(["zoo", "evolve", "--zoo", str(older), "--out", str(tmp_path / "runs"), "--half", "text"]) == 2
+    assert f"lacks reader: build the zoo first (`evovlm zoo build`; `evovlm zoo build --out {older} --only reader` " \
+           "adds them)" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -272,3 +272,7 @@ def test_the_both_fitness_is_the_mean_of_the_kanji_and_the_digit_fitness():
     assert mgsm_ja_reply_logprob(reader, tokenizer, problems=5) == pytest.approx(-math.log(vocabulary), rel=1e-6)
     both = mgsm_ja_both_reply_logprob(reader, tokenizer, problems=5)
     assert both == pytest.approx(-math.log(vocabulary) / 2, rel=1e-6)
+    weighted = mgsm_ja_both_reply_logprob(reader, tokenizer, problems=5, digits_weight=0.75)
+    assert weighted == pytest.approx(-0.75 * math.log(vocabulary), rel=1e-6)
+    with pytest.raises(EvoVLMError, match="digits_weight: a number from 0 to 1"):
+        mgsm_ja_both_reply_logprob(reader, tokenizer, problems=5, digits_weight=1.5)

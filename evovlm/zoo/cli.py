@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="keep the base already in the output folder (built with the same seed and pretraining "
                             "settings) and retrain only the experts and the VLM")
     build.add_argument("--only", nargs="+", choices=MODELS[1:], metavar="NAME",
-                       help="retrain only these of ja, math, vlm (reusing the base, as --reuse-base); "
+                       help="retrain only these of ja, math, reader, vlm (reusing the base, as --reuse-base); "
                             "each model trains from the base alone, so the result is the same as a full build")
     build.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="settings",
                        help="change a build setting (repeatable), e.g. --set ja_steps=1600: how the zoo "
@@ -107,7 +107,8 @@ def _built_zoo(zoo: Path | None, needed: Collection[str] = MODELS) -> Path:
     zoo = zoo or DEFAULT_OUT
     missing = [name for name in MODELS if name in needed and not (zoo / name / "config.json").is_file()]
     if missing:
-        raise EvoVLMError(f"{zoo} lacks {', '.join(missing)}: build the zoo first (`evovlm zoo build`)")
+        hint = "" if "base" in missing else f"; `evovlm zoo build --out {zoo} --only {' '.join(missing)}` adds them"
+        raise EvoVLMError(f"{zoo} lacks {', '.join(missing)}: build the zoo first (`evovlm zoo build`{hint})")
     return zoo
 
 

@@ -72,7 +72,7 @@ class EvolveBudget:
     dfs_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))  # CPU processes
     # DFS fitness: reply log-likelihood on the first N fitness problems (None: all 100); 25 is 4x cheaper
     dfs_problems: int | None = 25
-    hybrid_generations: int = 60  # PS+DFS, on the kanji problems: found the reader's blocks on both seeds (run 61)
+    hybrid_generations: int = 60  # PS+DFS over PS and the reader: found its blocks on both seeds (run 61)
     vlm_trials: int = 300  # 60 and 150 stopped short of the oracle's layout on seed 0 (runs 39-41)
     repeats: int = 3  # DFS: r, T = M * r slots
     fitness_limit: int | None = None  # problems of the fitness split (default: all 100)

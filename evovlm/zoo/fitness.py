@@ -36,10 +36,13 @@ def mgsm_ja_kanji_reply_logprob(model: Any, tokenizer: Any, problems: int | None
     return reply_logprob(model, tokenizer, "zoo-mgsm-ja-kanji", "fitness", problems)
 
 
-def mgsm_ja_both_reply_logprob(model: Any, tokenizer: Any, problems: int | None = None) -> float:
-    """The mean of the two: a path that reads kanji numerals and still reads digits."""
+def mgsm_ja_both_reply_logprob(model: Any, tokenizer: Any, problems: int | None = None,
+                               digits_weight: float = 0.5) -> float:
+    """The two together (by default their mean): a path that reads kanji numerals and still reads digits."""
+    if isinstance(digits_weight, bool) or not isinstance(digits_weight, (int, float)) or not 0 <= digits_weight <= 1:
+        raise EvoVLMError(f"digits_weight: a number from 0 to 1, got {digits_weight!r}")
     kanji = mgsm_ja_kanji_reply_logprob(model, tokenizer, problems)
-    return (kanji + mgsm_ja_reply_logprob(model, tokenizer, problems)) / 2
+    return (1 - digits_weight) * kanji + digits_weight * mgsm_ja_reply_logprob(model, tokenizer, problems)
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@ then its rows on the dev split. Prints the rows; writes the run to OUT and the r
 
     python hybrid_search.py ZOO PS_MODEL OUT [--generations 60] [--problems 25] [--repeats 3]
                             [--scales none|matrix] [--sigma S] [--population N] [--seed 0]
-                            [--fitness mgsm_ja_kanji_reply_logprob]
+                            [--fitness mgsm_ja_kanji_reply_logprob] [--digits-weight W]
 
 ZOO: a zoo folder with base, ja, math and reader; PS_MODEL: the PS stage's model of `evovlm zoo evolve`
 (OUT_DIR/ps-dfs/ps/model). The fitness: the reply log-likelihood on the kanji fitness split (or --fitness).
@@ -31,15 +31,17 @@ parser.add_argument("--sigma", type=float, default=None)
 parser.add_argument("--population", type=int, default=None)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--fitness", default="mgsm_ja_kanji_reply_logprob")  # a callable of evovlm.zoo.fitness
+parser.add_argument("--digits-weight", type=float, default=None)  # mgsm_ja_both_reply_logprob's
 args = parser.parse_args()
 kanji = "zoo-mgsm-ja-kanji"
+weight = {} if args.digits_weight is None else {"digits_weight": args.digits_weight}
 optimizer = {key: value for key, value in (("sigma", args.sigma), ("population", args.population)) if value}
 config = {"mode": "dfs", "seed": args.seed,
           "dfs": {"model_a": str(args.ps_model), "model_b": str(args.zoo / "reader"), "repeats": args.repeats,
                   "scales": args.scales, "scale_range": [0.5, 1.5], "init": "a"},
           "optimizer": optimizer, "budget": {"generations": args.generations},
           "fitness": {"callable": f"evovlm.zoo.fitness:{args.fitness}",
-                      "arguments": {"problems": args.problems or None}},
+                      "arguments": {"problems": args.problems or None, **weight}},
           "runtime": {"workers": 1, "progress": False}}
 summary = run_evolution(config, args.out)
 print("best", summary["best"]["fitness"], summary["stages"]["dfs"]["candidate"]["path"])
