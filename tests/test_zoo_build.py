@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -587,6 +588,25 @@ def test_the_reader_trains_only_its_reading_blocks_and_deep_holds_each_block(qui
     # the error after block 1 joins the loss: block 1 learns something else
     block1 = "model.layers.1.mlp.down_proj.weight"
     assert not torch.equal(trained[0.0][block1], trained[1.0][block1])
+
+
+def test_reader_problems_hold_digit_problems_unchanged_and_zero_draws_as_before():
+    import random
+
+    from evovlm.zoo.build import ZooSettings, _build, _digit_problem_texts
+    from evovlm.zoo.reader import _kanji_pair
+
+    texts = _digit_problem_texts(frozenset())
+    text = texts(random.Random(3))
+    assert text.startswith("Q: ") and "A: " in text and any(c.isdigit() for c in text)
+    pairs = [_kanji_pair(random.Random(seed), texts, 1.0) for seed in range(5)]
+    assert all(digits == written and "Q: " in digits for digits, written in pairs)
+    # share 0 (the default) leaves the random stream as it was: the committed reader's documents
+    assert all(_kanji_pair(random.Random(seed), texts, 0.0) == _kanji_pair(random.Random(seed)) for seed in range(20))
+    reserved = frozenset([texts(random.Random(7)).split("\n")[0].removeprefix("Q: ")])
+    assert _digit_problem_texts(reserved)(random.Random(7)) != texts(random.Random(7))
+    with pytest.raises(EvoVLMError, match="reader_problems is a share from 0 to 1, got 1.5"):
+        _build(Path("unused"), 0, ZooSettings.quick().with_changes(["reader_problems=1.5"]), False, ("reader",))
 
 
 def test_the_table_merges_a_recipe_once(quick_zoo, tmp_path):

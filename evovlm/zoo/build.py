@@ -107,6 +107,9 @@ class ZooSettings:
     # weight of the error after each reading block but the last: with 1, each block reads part of the numerals and
     # the PS+DFS search climbs the path one block at a time (found on both build seeds, run 61; 0 in run 60)
     reader_deep: float = 1.0
+    # share of the reader's documents that are word problems with digits and their replies, held unchanged: the
+    # reading blocks then leave a digit problem's stream alone (an issue-18 experiment, session 17)
+    reader_problems: float = 0.0
     finetune_lr: float = 1e-3
     threads: int = 0  # torch threads; 0 keeps torch's default
 
@@ -232,6 +235,17 @@ def _math_reply_examples(reserved: frozenset[str], ja_share: float):
     def make(rng: random.Random) -> tuple[str, str]:
         problem = draw(rng)
         return problem.question, " " + world.math_reply(problem, "en")
+
+    return make
+
+
+def _digit_problem_texts(reserved: frozenset[str]):
+    """A word problem (Japanese or English) in the zoo's prompt with its reply, as a model reads it."""
+    draw = _unreserved(lambda rng: world.word_problem(rng, rng.choice(("ja", "en"))), reserved)
+
+    def make(rng: random.Random) -> str:
+        problem = draw(rng)
+        return world.PROMPT.replace("{input}", problem.question) + " " + world.math_reply(problem, problem.language)
 
     return make
 
@@ -402,6 +416,8 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
     for name, allowed in SETTING_CHOICES.items():
         if getattr(settings, name) not in allowed:
             raise EvoVLMError(f"{name} must be one of {', '.join(allowed)}, got {getattr(settings, name)!r}")
+    if not 0 <= settings.reader_problems <= 1:
+        raise EvoVLMError(f"reader_problems is a share from 0 to 1, got {settings.reader_problems}")
     if settings.vlm_work_anchor < 0 or (settings.vlm_work_anchor > 0 and settings.vlm_ja_context not in HIDDEN_HELD):
         raise EvoVLMError(f"vlm_work_anchor must be >= 0, and > 0 only with vlm_ja_context={' or '.join(HIDDEN_HELD)}, "
                           f"got {settings.vlm_work_anchor} with {settings.vlm_ja_context!r}")
@@ -486,7 +502,9 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
         losses = timed("reader", lambda: train_reader(
             reader, tokenizer, [_reload(math_path)], random.Random(f"reader:{seed}"), steps=settings.reader_steps,
             lr=settings.reader_lr, batch_size=settings.batch_size,
-            blocks=reading_blocks(settings.exit_layer), deep=settings.reader_deep, progress=progress))
+            blocks=reading_blocks(settings.exit_layer), deep=settings.reader_deep,
+            passages=_digit_problem_texts(reserved_questions("zoo-mgsm-ja") | reserved_questions("zoo-math-en")),
+            passage_share=settings.reader_problems, progress=progress))
         report.final_loss["reader"] = _final_loss(losses)
         _save(reader, tokenizer, paths["reader"])
 

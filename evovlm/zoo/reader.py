@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -36,7 +36,11 @@ def reading_blocks(exit_layer: int) -> list[int]:
     return list(range(1, max(2, exit_layer)))
 
 
-def _kanji_pair(rng: random.Random) -> tuple[str, str]:
+def _kanji_pair(rng: random.Random, passages: Callable[[random.Random], str] | None = None,
+                passage_share: float = 0.0) -> tuple[str, str]:
+    if passages is not None and passage_share and rng.random() < passage_share:
+        passage = passages(rng)  # held as it is: the reading blocks learn to leave such texts alone
+        return passage, passage
     digits = world.pretraining_document(rng)
     share = rng.choice(KANJI_SHARES)
     return digits, "".join(world.KANJI_DIGITS.get(c, c) if rng.random() < share else c for c in digits)
@@ -52,10 +56,13 @@ def _run(blocks: Sequence[torch.nn.Module], hidden: torch.Tensor, rotary: tuple,
 
 def train_reader(reader: torch.nn.Module, tokenizer, family: Sequence[torch.nn.Module], rng: random.Random, *,
                  steps: int, lr: float, batch_size: int, blocks: Sequence[int], deep: float = 0.0,
+                 passages: Callable[[random.Random], str] | None = None, passage_share: float = 0.0,
                  desc: str = "zoo reader", progress: bool = True) -> list[float]:
     """Train ``reader``'s ``blocks`` (a copy of the base; every other weight frozen) in place.
 
-    ``family``: models whose block 0, blended with the reader's own (the base's), feeds the blocks."""
+    ``family``: models whose block 0, blended with the reader's own (the base's), feeds the blocks.
+    ``passages``: draws a text (digits only) that a share ``passage_share`` of the documents is replaced by,
+    held unchanged; 0 draws none and leaves the random stream as it was."""
     own = {name: tensor.detach().clone() for name, tensor in reader.model.layers[0].state_dict().items()}
     deltas = [{name: tensor.detach() - own[name] for name, tensor in model.model.layers[0].state_dict().items()}
               for model in family]
@@ -79,7 +86,7 @@ def train_reader(reader: torch.nn.Module, tokenizer, family: Sequence[torch.nn.M
         weights = [rng.random() for _ in deltas]
         block0.load_state_dict({name: tensor + sum(w * delta[name] for w, delta in zip(weights, deltas))
                                 for name, tensor in own.items()})
-        digits, kanji = zip(*(_kanji_pair(rng) for _ in range(batch_size)))
+        digits, kanji = zip(*(_kanji_pair(rng, passages, passage_share) for _ in range(batch_size)))
         # right padding: position i of both texts is the same character's, or one numeral for another
         plain = tokenizer(list(digits), return_tensors="pt", padding=True, padding_side="right",
                           add_special_tokens=False)

@@ -32,15 +32,18 @@ parser.add_argument("--population", type=int, default=None)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--fitness", default="mgsm_ja_kanji_reply_logprob")  # a callable of evovlm.zoo.fitness
 parser.add_argument("--digits-weight", type=float, default=None)  # mgsm_ja_both_reply_logprob's
+parser.add_argument("--acc-weight", type=float, default=None)  # the weight of greedy accuracy, where it has one
 args = parser.parse_args()
 kanji = "zoo-mgsm-ja-kanji"
 weight = {} if args.digits_weight is None else {"digits_weight": args.digits_weight}
+weight |= {} if args.acc_weight is None else {"acc_weight": args.acc_weight}
+function = args.fitness if ":" in args.fitness else f"evovlm.zoo.fitness:{args.fitness}"
 optimizer = {key: value for key, value in (("sigma", args.sigma), ("population", args.population)) if value}
 config = {"mode": "dfs", "seed": args.seed,
           "dfs": {"model_a": str(args.ps_model), "model_b": str(args.zoo / "reader"), "repeats": args.repeats,
                   "scales": args.scales, "scale_range": [0.5, 1.5], "init": "a"},
           "optimizer": optimizer, "budget": {"generations": args.generations},
-          "fitness": {"callable": f"evovlm.zoo.fitness:{args.fitness}",
+          "fitness": {"callable": function,
                       "arguments": {"problems": args.problems or None, **weight}},
           "runtime": {"workers": 1, "progress": False}}
 summary = run_evolution(config, args.out)
@@ -60,5 +63,6 @@ with tempfile.TemporaryDirectory() as scratch:
     table.score("PS+DFS (digits)", args.out / "model", "zoo-mgsm-ja", TARGET_KEYS)
     table.score("PS (digits)", args.ps_model, "zoo-mgsm-ja", TARGET_KEYS)
 print("sign test PS+DFS vs PS (won, lost, p):", sign_test(table.rows, "PS+DFS", "PS", kanji))
+print("digits, PS+DFS vs PS (won, lost, p):", sign_test(table.rows, "PS+DFS (digits)", "PS (digits)"))
 rows = [{k: v for k, v in row.items() if k != "correct_ja"} for row in table.rows]
 Path(f"{args.out}.json").write_text(json.dumps({"config": config, "rows": rows}, indent=1, ensure_ascii=False))
