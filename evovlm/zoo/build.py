@@ -1,4 +1,5 @@
-"""Build the zoo: tokenizer, base, JA expert, MATH expert, kanji reader and VLM, deterministic for a seed.
+"""Build the zoo: tokenizer, base, JA expert, MATH expert, kanji reader and VLM, deterministic for a seed
+on one machine (another CPU rounds differently: run 62 of docs/zoo-experiments.md).
 
     evovlm zoo build [--seed N] [--quick] [--out DIR]
 

@@ -17,7 +17,8 @@ DEFAULT_OUT = MODELS_DIR
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
-    build = sub.add_parser("build", help="train base, JA expert, MATH expert and VLM (deterministic for a seed)")
+    build = sub.add_parser("build", help="train base, JA expert, MATH expert, reader and VLM (deterministic for a "
+                                         "seed on one machine)")
     build.add_argument("--seed", type=count(0), default=0, help="build seed (default 0: the committed zoo)")
     build.add_argument("--quick", action="store_true", help="a small zoo in about a minute (for tests)")
     build.add_argument("--out", type=Path, default=None,
