@@ -240,6 +240,13 @@ def _math_reply_examples(reserved: frozenset[str], ja_share: float):
     return make
 
 
+def _reserved_word_problems() -> frozenset[str]:
+    """The word-problem benchmarks' questions, which no model of the zoo trains on."""
+    from evovlm.zoo.benchmarks import reserved_questions
+
+    return reserved_questions("zoo-mgsm-ja") | reserved_questions("zoo-math-en")
+
+
 def _digit_problem_texts(reserved: frozenset[str]):
     """A word problem (Japanese or English) in the zoo's prompt with its reply, as a model reads it."""
     draw = _unreserved(lambda rng: world.word_problem(rng, rng.choice(("ja", "en"))), reserved)
@@ -485,7 +492,7 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
         _save(ja, tokenizer, paths["ja"])
 
     if "math" in models:
-        reserved_math = reserved_questions("zoo-mgsm-ja") | reserved_questions("zoo-math-en")
+        reserved_math = _reserved_word_problems()
         math_expert = _reload(base_path)
         fine_tune("math", math_expert, [
             ("inner blocks", qa(_math_work_examples(reserved_math, settings.math_ja_share), "math"),
@@ -504,7 +511,7 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
             reader, tokenizer, [_reload(math_path)], random.Random(f"reader:{seed}"), steps=settings.reader_steps,
             lr=settings.reader_lr, batch_size=settings.batch_size,
             blocks=reading_blocks(settings.exit_layer), deep=settings.reader_deep,
-            passages=_digit_problem_texts(reserved_questions("zoo-mgsm-ja") | reserved_questions("zoo-math-en")),
+            passages=_digit_problem_texts(_reserved_word_problems()),
             passage_share=settings.reader_problems, progress=progress))
         report.final_loss["reader"] = _final_loss(losses)
         _save(reader, tokenizer, paths["reader"])

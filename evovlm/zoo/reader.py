@@ -10,10 +10,11 @@ own; it works in a path such as ``F0 R1-3 F1-5``, its blocks run in front of ano
 1-5 (the DFS oracle). A weight average cannot do that: R's blocks 1-3 averaged with F's are neither.
 
 Training: pretraining documents (no word problem, no answer). Each document's digits 1-9 become
-kanji with share 1 (3 in 5), 0.5 or 0 (digits pass through). With the build setting ``reader_problems``
-a share of the documents are word problems in digits with their replies, held unchanged: without them
-the blocks move a digit problem's stream ten times more than a document's (run 62). Block 0 is the base's, blended each
-batch with the MATH expert's by a random weight: a merge of the family has a block 0 between them.
+kanji with share 1 (3 in 5), 0.5 or 0 (digits pass through). With the build setting
+``reader_problems`` a share of the documents are word problems in digits with their replies, held
+unchanged: without them the blocks move a digit problem's stream ten times more than a document's
+(run 62). Block 0 is the base's, blended each batch with the MATH expert's by a random weight: a
+merge of the family has a block 0 between them.
 The loss is the mean squared error to the digit text's stream, relative to that stream's power, after
 the last reading block and (weighted by ``deep``, 1 in the zoo) after each one before it: each block then
 reads part of the numerals, so a search that puts one of them in front already gains (run 61).
