@@ -8,10 +8,10 @@ fp32 and bf16), this times the exact cut of ``source - base`` at density 0.5 thr
 
 * ``radix``:    EvoVLM's two-level histogram select, streamed over chunks (no full-size copy);
 * ``kthvalue``: one fp32 |delta| copy, then ``torch.kthvalue`` (what non-radix devices use);
-* ``topk``:     one fp32 |delta| copy, then ``torch.topk(k).values.min()``.
+* ``topk``:     one fp32 |delta| copy, then ``torch.topk`` from the shorter side.
 
-Each is checked to give the same threshold. The last column is what ``evovlm.merge.sparsify``
-uses on that device (``RADIX_DEVICES``): the radix select stays only where it wins.
+Each is a whole cut (threshold and tie quota), checked to give the same threshold. The last
+column is what ``evovlm.merge.sparsify`` uses on that device (``SELECT_BY_DEVICE``): the fastest.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from evovlm.merge.sparsify import RADIX_DEVICES, bf16_delta_cut, kthvalue_cut, magnitude_cut
+from evovlm.merge.sparsify import SELECT_BY_DEVICE, bf16_delta_cut, kthvalue_cut, magnitude_cut, topk_cut
 
 SHAPES = {"attn 4096x4096": (4096, 4096), "mlp 14336x4096": (14336, 4096)}
 DENSITY = 0.5
@@ -49,8 +49,7 @@ def _kthvalue(base: torch.Tensor, source: torch.Tensor) -> float:
 
 
 def _topk(base: torch.Tensor, source: torch.Tensor) -> float:
-    magnitude = (source.reshape(-1).float() - base.reshape(-1).float()).abs_()
-    return float(torch.topk(magnitude, int(DENSITY * magnitude.numel()), sorted=False).values.min())
+    return topk_cut(base, source, DENSITY).threshold
 
 
 def _time(fn, base: torch.Tensor, source: torch.Tensor, repeats: int) -> tuple[float, float]:
@@ -73,8 +72,8 @@ def main() -> None:
     devices = [d for d in args.devices.split(",") if d == "cpu" or (d.startswith("cuda") and torch.cuda.is_available())]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, density {DENSITY}, "
           f"median of {args.repeats}")
-    print("| device | tensor | dtype | radix s | kthvalue s | topk s | radix / kthvalue | used |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| device | tensor | dtype | radix s | kthvalue s | topk s | radix / kthvalue | radix / topk | used |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for device_name in devices:
         device = torch.device(device_name)
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -88,10 +87,10 @@ def main() -> None:
                            for name, fn in (("radix", _radix), ("kthvalue", _kthvalue), ("topk", _topk))}
                 thresholds = {value for _, value in results.values()}
                 assert len(thresholds) == 1, f"the selects disagree: {results}"
-                used = "radix" if device.type in RADIX_DEVICES else "kthvalue"
+                used = SELECT_BY_DEVICE.get(device.type, "kthvalue")
                 radix, kth, topk = (results[name][0] for name in ("radix", "kthvalue", "topk"))
                 print(f"| {label} | {shape_name} | {str(dtype).split('.')[1]} | {radix:.3f} | {kth:.3f} | "
-                      f"{topk:.3f} | {radix / kth:.2f} | {used} |", flush=True)
+                      f"{topk:.3f} | {radix / kth:.2f} | {radix / topk:.2f} | {used} |", flush=True)
                 del base, source
 
 

@@ -37,6 +37,17 @@ def test_the_7b_evovlm_plan_adds_up_and_says_what_fits():
     small = plan(config, gpu_gib=24, base_dir=EXAMPLES)
     assert not small.fits() and small.fits(sources_on_gpu=False) and "pinned CPU memory" in small.text()
     assert "even with the sources in CPU memory" in plan(config, gpu_gib=12, base_dir=EXAMPLES).text()
+    assert sizes["merge working memory (top-k of the largest tensor, chunk buffers)"] == \
+        32064 * 4096 * 10 + (2 + 6) * 2**24 * 4  # fp32 |delta| and half of it as values and int64 indices
+    assert result.dare_draws == 0 and "DARE" not in result.text()  # task arithmetic draws nothing
+
+
+def test_a_dare_plan_says_what_its_draws_take():
+    config = load_config(EXAMPLES / "evolve-plan-7b.yaml")
+    config = config.model_copy(update={"ps": config.ps.model_copy(update={"method": "dare_ties"})})
+    result = plan(config, gpu_gib=80, base_dir=EXAMPLES)
+    assert result.dare_draws == 2 * 7_242_256_384 * 2  # 2 bytes per language-model parameter, 2 sources
+    assert "DARE's draws (27.0 GiB: 2 bytes per parameter and source)" in result.text()
 
 
 def test_the_plan_command_reads_no_weights_and_runs_nothing(capsys, tmp_path):

@@ -24,11 +24,13 @@ def test_small_run_times_every_step_and_prints_the_table(gpu_check, tmp_path, ca
     assert gpu_check.main(["--small", "--device", "cpu", "--out", str(out)]) == 0
     result = json.loads(out.read_text(encoding="utf-8"))
     checks = [row["check"] for row in result["rows"]]
-    assert checks == ["re-merge, DARE-TIES of 3 resident sources", "greedy generation, 8 MGSM-JA prompts",
+    assert checks == ["re-merge, DARE-TIES of 3 resident sources", "re-merge, TIES of 3 resident sources",
+                      "greedy generation, 8 MGSM-JA prompts",
                       "2-beam generation, 2 images 56x56", "DFS forward, T = 12 slots over 8 stored layers"]
-    assert all(row["seconds"] > 0 for row in result["rows"])
+    assert all(row["seconds"] > 0 for row in result["rows"]) and result["complete"] is True
+    assert "GiB of DARE draws; first candidate" in result["rows"][0]["shape"]
     # the prompts are the real MGSM-JA ones, so their lengths vary
-    assert "prompts 137-278 tokens, 8 new tokens each" in result["rows"][1]["shape"]
+    assert "prompts 137-278 tokens, 8 new tokens each" in result["rows"][2]["shape"]
     assert "| check | shape | seconds | goal |" in capsys.readouterr().out
 
 

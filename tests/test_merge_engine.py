@@ -729,6 +729,52 @@ def test_re_merging_into_the_same_module_leaves_no_module_state(family, tmp_path
         _language_and_other(module.state_dict(), disk, source)
 
 
+def test_held_dare_draws_give_the_merge_drawn_afresh(family, tmp_path):
+    """An evolution on a GPU holds DARE's draws across candidates (DrawStore): each candidate, whatever
+    its densities, is the merge a fresh draw gives, and the disk merge of its recipe."""
+    from transformers import AutoModelForImageTextToText
+
+    from evovlm.merge.engine import DrawStore
+
+    vlm = family["llava-next"]
+    _, recipe = _recipes(family, vlm)
+    denser = recipe_from_dict({"method": "dare_ties", "base_model": str(family["base"]), "target": str(vlm),
+                               "seed": 11, "models": [{"model": str(vlm), "weight": 0.7, "density": 0.9},
+                                                      {"model": str(family["ja"]), "weight": 0.4, "density": 0.2}]})
+    module = AutoModelForImageTextToText.from_pretrained(vlm)
+    resident = ResidentSources.load(recipe)
+    resident.dare_draws = DrawStore()
+    for step, candidate in enumerate((recipe, denser, recipe)):
+        merge_into_module(module, candidate, resident)
+        disk = tensors(merge_checkpoints(candidate, tmp_path / str(step), progress=False))
+        _language_and_other(module.state_dict(), disk, tensors(vlm))
+    assert len(resident.dare_draws.held) == 2 * LANGUAGE_TENSORS  # drawn once per (tensor, source)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device check runs it)")
+def test_pinned_sources_stream_into_a_gpu_model_as_resident_ones_do(family):
+    """Sources too big for the GPU stay in pinned CPU memory and are merged on the GPU, tensor by tensor:
+    the same numbers as with the sources on the GPU, and no tensor left on the CPU."""
+    from transformers import AutoModelForImageTextToText
+
+    vlm = family["llava-next"]
+    _, recipe = _recipes(family, vlm)  # DARE-TIES: random drops and a sign election
+    on_gpu = AutoModelForImageTextToText.from_pretrained(vlm).cuda()
+    merge_into_module(on_gpu, recipe, ResidentSources.load(recipe, device="cuda"))
+    streamed = AutoModelForImageTextToText.from_pretrained(vlm).cuda()
+    pinned = ResidentSources.load(recipe).pinned()
+    assert all(t.is_pinned() for t in pinned.sources[0].values())
+    assert merge_into_module(streamed, recipe, pinned) == LANGUAGE_TENSORS
+    for name, tensor in streamed.state_dict().items():
+        assert tensor.device.type == "cuda" and bit_equal(tensor.cpu(), on_gpu.state_dict()[name].cpu()), name
+    placed = ResidentSources.load(recipe).placed_for(torch.device("cuda"))  # what an evolution's actor holds
+    assert placed.dare_draws is not None and placed.sources[0][next(iter(placed.sources[0]))].is_cuda
+    merge_into_module(streamed, recipe, placed)
+    assert placed.dare_draws.held and all(d.shifted.is_cuda for d in placed.dare_draws.held.values())
+    for name, tensor in streamed.state_dict().items():
+        assert bit_equal(tensor.cpu(), on_gpu.state_dict()[name].cpu()), name
+
+
 def test_in_memory_merge_refuses_a_recipe_of_another_size(family):
     from transformers import AutoModelForImageTextToText
 

@@ -817,16 +817,53 @@ def test_the_cpu_path_is_bit_identical_to_the_cpu_only_code():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("density", [0.0, 0.013, 0.3, 0.5, 0.97, 1.0])
-def test_the_kthvalue_select_gives_the_radix_cut(dtype, density):
-    """Devices without the radix select (RADIX_DEVICES) trim exactly the same entries."""
-    from evovlm.merge.sparsify import MagnitudeTrimmer, delta_cut, kthvalue_cut
+def test_the_kthvalue_and_topk_selects_give_the_radix_cut(dtype, density):
+    """Devices that select with torch's kernels (SELECT_BY_DEVICE) trim exactly the same entries."""
+    from evovlm.merge.sparsify import MagnitudeTrimmer, delta_cut, kthvalue_cut, topk_cut
 
     base, sources = _digest_inputs(dtype)
     source = sources[1]  # with exact zero deltas
-    radix, sort = delta_cut(base, source, density), kthvalue_cut(base, source, density)
-    assert radix == sort, (radix, sort)
+    radix = delta_cut(base, source, density)
     delta = source.float().reshape(-1) - base.float().reshape(-1)
-    assert MagnitudeTrimmer(radix).trim_(delta.clone()).equal(MagnitudeTrimmer(sort).trim_(delta.clone()))
+    for other in (kthvalue_cut(base, source, density), topk_cut(base, source, density)):  # topk: both sides
+        assert radix == other, (radix, other)
+        assert MagnitudeTrimmer(radix).trim_(delta.clone()).equal(MagnitudeTrimmer(other).trim_(delta.clone()))
+
+
+def test_chunk_size_never_changes_a_merge(monkeypatch):
+    """A GPU merges in larger chunks than a CPU (fewer kernel launches); the numbers are the same."""
+    import evovlm.merge.methods as methods_module
+
+    weights, densities = [0.5, 0.3, 0.8], [0.3, 0.6, 0.9]
+    runs = list(_digest_runs())
+    first = [_sha(method.fn(None if name == "linear" else base, sources, weights, densities, seeds=[11, 12, 13],
+                            **extra)) for _, method, name, base, sources, extra in runs]
+    monkeypatch.setattr(methods_module, "CHUNK_ELEMENTS", 100_003)  # odd, and over 3 chunks per tensor
+    again = [_sha(method.fn(None if name == "linear" else base, sources, weights, densities, seeds=[11, 12, 13],
+                            **extra)) for _, method, name, base, sources, extra in runs]
+    assert first == again
+
+
+def test_draws_given_instead_of_seeds_give_the_same_merge():
+    from evovlm.merge.sparsify import DareDraws
+
+    base, sources = _digest_inputs(torch.float32)
+    weights, densities = [0.5, 0.3, 0.8], [0.3, 0.6, 0.9]
+    for name in ("dare_linear", "dare_ties"):
+        by_seed = METHODS[name].fn(base, sources, weights, densities, seeds=[11, 12, 13])
+        draws = [DareDraws.generate(base.numel(), seed) for seed in (11, 12, 13)]
+        assert METHODS[name].fn(base, sources, weights, densities, seeds=draws).equal(by_seed), name
+
+
+def test_dare_draws_split_over_threads_are_the_one_stream(monkeypatch):
+    import evovlm.merge.sparsify as sparsify
+
+    one = sparsify.DareDraws.generate(4001, 77, threads=1)
+    monkeypatch.setattr(sparsify, "_WORDS_PER_THREAD", 64)  # 1,001 words: 4 threads of ~250 words
+    split = sparsify.DareDraws.generate(4001, 77, threads=4)
+    assert split.shifted.equal(one.shifted)
+    for density in (0.0, 0.3, 0.5, 0.99999, 1.0):  # 0.99999 rounds to 65536/65536: keep all
+        assert split.keep_mask(density).equal(reference_keep_mask(4001, density, 77)), density
 
 
 def test_inputs_on_two_devices_are_refused_before_any_work():

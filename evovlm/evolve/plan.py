@@ -16,6 +16,7 @@ from typing import Any
 
 from evovlm.errors import EvoVLMError
 from evovlm.evolve.config import EvolveConfig
+from evovlm.merge.methods import ACCELERATOR_CHUNK_ELEMENTS, get_method
 
 GIB = 1 << 30
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "fp32": 4, "fp16": 2, "bf16": 2}
@@ -71,6 +72,7 @@ class Plan:
     items: list[tuple[str, int]]
     resident: int  # of which: the sources held for re-merges (may stay in pinned CPU memory instead)
     gpu_bytes: int
+    dare_draws: int = 0  # not in the total: DARE's draws, held on the GPU only where room is left
 
     @property
     def total(self) -> int:
@@ -93,6 +95,10 @@ class Plan:
                          f"{(self.total - self.resident) / GIB:.2f} GiB: fits")
         else:
             lines.append(f"does not fit on {size}, even with the sources in CPU memory")
+        if self.dare_draws:
+            lines.append(f"DARE's draws ({self.dare_draws / GIB:.1f} GiB: 2 bytes per parameter and source) are held "
+                         f"on the GPU in what is left, keeping 8 GiB free; those that do not fit are drawn on the "
+                         f"CPU for every candidate")
         return "\n".join(lines)
 
 
@@ -122,7 +128,7 @@ def _plan(config: EvolveConfig, load: Any, gpu_gib: float, prompt_tokens: int) -
     generation = GenerationSettings().with_overrides(**fitness.generation) if fitness.kind == "benchmark" \
         else GenerationSettings()
     items: list[tuple[str, int]] = []
-    resident = 0
+    resident = dare_draws = 0
     if config.mode.startswith("ps"):
         ps = config.ps
         target_ref = ps.target or ps.base_model or ps.models[0].model
@@ -136,20 +142,26 @@ def _plan(config: EvolveConfig, load: Any, gpu_gib: float, prompt_tokens: int) -
             items.append((f"resident language model: {ref}", size))
             resident += size
         text = text_config(target)
+        if get_method(ps.method).random:
+            dare_draws = 2 * lm_parameters(text) * len(ps.models)
     else:
         refs = [config.dfs.model_a, config.dfs.model_b]
         for label, ref in zip("AB", refs):
             model = load(ref)
             items.append((f"DFS model {label}: {ref}", model_parameters(model) * dtype_bytes))
         text = text_config(load(refs[0]))
-    # a GPU merge selects magnitudes on a full-size fp32 copy of the largest tensor (the vocabulary rows)
-    items.append(("merge working memory (largest tensor in fp32)", text["vocab_size"] * text["hidden_size"] * 4))
+    # a GPU merge selects magnitudes with torch.topk on the largest tensor (the vocabulary rows): an fp32
+    # |delta| copy and up to half of it as values and int64 indices, 10 bytes per entry; and chunk buffers
+    largest = text["vocab_size"] * text["hidden_size"]
+    sources = len(config.ps.models) if config.mode.startswith("ps") else 1
+    items.append(("merge working memory (top-k of the largest tensor, chunk buffers)",
+                  largest * 10 + (sources + 6) * min(largest, ACCELERATOR_CHUNK_ELEMENTS) * 4))
     tokens = prompt_tokens + generation.max_new_tokens
     items.append((f"KV cache: batch {generation.batch_size} x {tokens} tokens",
                   kv_cache_bytes(text, tokens, generation.batch_size, dtype_bytes)))
     items.append((f"logits of a batch step (fp32, vocab {text['vocab_size']})",
                   generation.batch_size * text["vocab_size"] * 4))
-    return Plan(items, resident, int(gpu_gib * GIB))
+    return Plan(items, resident, int(gpu_gib * GIB), dare_draws)
 
 
 def _config(ref: str, base_dir: Path | None) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from evovlm.errors import EvoVLMError
 from evovlm.io.checkpoint import Checkpoint
 from evovlm.merge.methods import get_method
 from evovlm.merge.recipe import Recipe
-from evovlm.merge.sparsify import tensor_seed
+from evovlm.merge.sparsify import DareDraws, tensor_seed
 from evovlm.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -54,22 +54,27 @@ def parse_dtype(name: str | None) -> torch.dtype | None:
 
 
 def merge_tensor(recipe: Recipe, canonical: str, base: torch.Tensor | None, sources: Sequence[torch.Tensor],
-                 target: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+                 target: torch.Tensor | None = None, out: torch.Tensor | None = None,
+                 dare_draws: DrawStore | None = None) -> torch.Tensor:
     """Merge one canonical tensor, of the target's shape (or the sources').
 
     The result is fp32, or is written into ``out`` (a float tensor of that shape, e.g. a
-    live model's bf16 parameter), which saves a full-size fp32 copy per tensor.
+    live model's bf16 parameter), which saves a full-size fp32 copy per tensor. DARE's draws
+    come from ``dare_draws`` when given (held across candidates), else are drawn afresh.
     """
     method = get_method(recipe.method)
     group = layer_group(canonical)
     weights = [recipe.value(i, "weight", group) for i in range(len(sources))]
     densities = [recipe.value(i, "density", group) for i in range(len(sources))]
-    seeds = [tensor_seed(recipe.seed, canonical, i) for i in range(len(sources))] if method.random else None
     participants = list(sources) + ([base] if base is not None else [])
     everyone = participants + ([target] if target is not None else [])
     rows = min(t.shape[0] for t in everyone)
-    if is_vocab_tensor(canonical) and any(t.shape[0] != rows for t in everyone):
-        # Merge the shared vocabulary rows; the target keeps its extra rows.
+    shared_rows = is_vocab_tensor(canonical) and any(t.shape[0] != rows for t in everyone)
+    seeds = [tensor_seed(recipe.seed, canonical, i) for i in range(len(sources))] if method.random else None
+    if seeds is not None and dare_draws is not None:
+        numel = sources[0][:rows].numel() if shared_rows else sources[0].numel()
+        seeds = [dare_draws.get(seed, numel, sources[0].device) for seed in seeds]
+    if shared_rows:  # merge the shared vocabulary rows; the target keeps its extra rows
         merged_rows = method.fn(None if base is None else base[:rows], [s[:rows] for s in sources], weights,
                                 densities, seeds=seeds, **recipe.method_options())
         if target is None:
@@ -232,6 +237,37 @@ def merge_checkpoints(recipe: Recipe, out_dir: str | Path, *, allow_pickle: bool
         return writer.commit()
 
 
+class DrawStore:
+    """DARE's draws per (tensor seed, numel), drawn once and held on the device of the merge.
+
+    A 7B evolution's draws take 2 bytes per parameter and source, and drawing them on the CPU
+    costs more than the whole merge on a GPU; they do not depend on the densities a candidate
+    changes. On a GPU they are held while ``keep_free_bytes`` stay free there (room for the
+    candidate's generation); past that, the rest are drawn afresh each time.
+    """
+
+    def __init__(self, keep_free_bytes: int = 8 << 30) -> None:
+        self.held: dict[tuple[int, int], DareDraws] = {}
+        self.keep_free_bytes = keep_free_bytes
+
+    @property
+    def nbytes(self) -> int:
+        return sum(draws.nbytes for draws in self.held.values())
+
+    def get(self, seed: int, numel: int, device: torch.device) -> DareDraws:
+        held = self.held.get((seed, numel))
+        if held is not None and held.shifted.device == device:
+            return held
+        draws = DareDraws.generate(numel, seed)
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if draws.nbytes + self.keep_free_bytes > free:
+                return draws
+        draws = draws.to(device)
+        self.held[(seed, numel)] = draws
+        return draws
+
+
 class ResidentSources:
     """Base and source language-model tensors held in memory under canonical names.
 
@@ -239,9 +275,11 @@ class ResidentSources:
     module with :func:`merge_into_module`, without touching disk.
     """
 
-    def __init__(self, base: Mapping[str, torch.Tensor] | None, sources: Sequence[Mapping[str, torch.Tensor]]) -> None:
+    def __init__(self, base: Mapping[str, torch.Tensor] | None, sources: Sequence[Mapping[str, torch.Tensor]],
+                 *, dare_draws: DrawStore | None = None) -> None:
         self.base = base
         self.sources = list(sources)
+        self.dare_draws = dare_draws  # None: DARE draws afresh for every merge (what a CPU run does)
 
     @classmethod
     def load(cls, recipe: Recipe, *, allow_pickle: bool | None = None,
@@ -267,13 +305,32 @@ class ResidentSources:
             return {name: tensor.to(device) for name, tensor in part.items()}
         return ResidentSources(None if self.base is None else move(self.base), [move(s) for s in self.sources])
 
+    def pinned(self) -> "ResidentSources":
+        """A copy in page-locked CPU memory, which a GPU reads at full bus speed (and asynchronously)."""
+        def pin(part: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            held = {}
+            for name, tensor in part.items():
+                held[name] = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+                held[name].copy_(tensor)
+            return held
+        return ResidentSources(None if self.base is None else pin(self.base), [pin(s) for s in self.sources])
+
     def placed_for(self, device: torch.device, *, spare_bytes: int = 2 << 30) -> "ResidentSources":
-        """Moved to the live model's GPU when they fit there with ``spare_bytes`` left (re-merges then run
-        on the GPU, into the model); else kept on the CPU (merged there, then copied over)."""
+        """Moved to the live model's GPU when they fit there with ``spare_bytes`` left; else held in pinned
+        CPU memory. Either way a re-merge runs on the GPU, into the model (:func:`merge_into_module`
+        streams pinned sources over one tensor at a time), and DARE's draws are held there (:class:`DrawStore`)."""
         if device.type != "cuda":
             return self
         free, _ = torch.cuda.mem_get_info(device)
-        return self.to(device) if self.nbytes + spare_bytes <= free else self
+        if self.nbytes + spare_bytes <= free:
+            placed = self.to(device)
+        else:
+            try:
+                placed = self.pinned()
+            except RuntimeError:  # page-locking refused (e.g. a memlock limit): plain CPU memory streams too
+                placed = ResidentSources(self.base, self.sources)
+        placed.dare_draws = DrawStore()
+        return placed
 
 
 @torch.no_grad()
@@ -295,14 +352,19 @@ def merge_into_module(module: torch.nn.Module, recipe: Recipe, resident: Residen
             continue
         base = resident.base[canonical] if resident.base is not None else None
         sources = [source[canonical] for source in resident.sources]
+        if parameter.device != sources[0].device and parameter.device.type != "cpu":
+            # sources in (pinned) CPU memory, the model on a GPU: each tensor is streamed over and merged there
+            base = None if base is None else base.to(parameter.device, non_blocking=True)
+            sources = [source.to(parameter.device, non_blocking=True) for source in sources]
         inputs = sources + [base] if base is not None else sources
-        if parameter.data.is_contiguous() and parameter.device == sources[0].device and not any(
-                _shares_memory(parameter.data, tensor) for tensor in inputs):
-            merge_tensor(recipe, canonical, base, sources, parameter.data, out=parameter.data)  # on their device
-        elif parameter.device == sources[0].device:  # the parameters are the resident tensors themselves
-            parameter.data.copy_(merge_tensor(recipe, canonical, base, sources, parameter.data))
-        else:  # sources on the CPU, the model on a GPU: merged on the CPU, then copied over
-            parameter.data.copy_(merge_tensor(recipe, canonical, base, sources, parameter.data.cpu()))
+        draws = resident.dare_draws
+        if parameter.device != sources[0].device:  # sources on a GPU, the model on the CPU: merged there, copied back
+            parameter.data.copy_(merge_tensor(recipe, canonical, base, sources, parameter.data.to(sources[0].device),
+                                              dare_draws=draws))
+        elif parameter.data.is_contiguous() and not any(_shares_memory(parameter.data, t) for t in inputs):
+            merge_tensor(recipe, canonical, base, sources, parameter.data, out=parameter.data, dare_draws=draws)
+        else:  # the parameters are the resident tensors themselves
+            parameter.data.copy_(merge_tensor(recipe, canonical, base, sources, parameter.data, dare_draws=draws))
         written += 1
     if written == 0:
         raise EvoVLMError("no language-model tensor of the module matched the resident sources")

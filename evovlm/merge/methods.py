@@ -9,7 +9,8 @@ bf16 parameter of a live model or an output buffer), rounded once from the fp32 
 
 ``base`` is the shared ancestor (``None`` only for ``linear``), ``sources`` the
 fine-tuned tensors, ``weights``/``densities`` one float per source (the engine resolves
-per-layer-group values before calling), ``seeds`` one int per source for DARE.
+per-layer-group values before calling), ``seeds`` one int per source for DARE, or that
+seed's :class:`~evovlm.merge.sparsify.DareDraws` already drawn (held across candidates).
 
 Semantics (delta_i = source_i - base, e_i = weight_i * sparsified delta_i):
 
@@ -26,7 +27,8 @@ Semantics (delta_i = source_i - base, e_i = weight_i * sparsified delta_i):
 
 ``rescale="l1"`` instead rescales each dropped delta to its original L1 norm, which is
 what mergekit does for DARE; recipes read from mergekit configs use it.
-The work streams over chunks that fit in cache, so memory stays at a few copies of one tensor.
+The work streams over chunks that fit in a CPU's cache (on a GPU, larger chunks: fewer kernel
+launches), so memory stays at a few copies of one chunk.
 
 Device: the maths runs where the inputs are (``base``, else the first source); every input
 must be on that device, and the result (a new tensor, or ``out``) is there too. So sources
@@ -42,14 +44,18 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from evovlm.merge.sparsify import MagnitudeTrimmer, dare_keep_mask, delta_cut
+from evovlm.merge.sparsify import DareDraws, MagnitudeTrimmer, delta_cut
 
-CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32: the per-chunk working set stays in L2 cache
+CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32: the per-chunk working set stays in a CPU's L2 cache
+# On a GPU, small chunks cost a kernel launch each (a 7B merge would be ~30,000 chunks x ~20 kernels),
+# while its memory easily holds a few fp32 copies of 64 MiB. Chunking never changes a result.
+ACCELERATOR_CHUNK_ELEMENTS = 1 << 24
 
 
-def _chunk_bounds(numel: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, numel, CHUNK_ELEMENTS):
-        yield start, min(start + CHUNK_ELEMENTS, numel)
+def _chunk_bounds(numel: int, device: torch.device = torch.device("cpu")) -> Iterator[tuple[int, int]]:
+    step = CHUNK_ELEMENTS if device.type == "cpu" else ACCELERATOR_CHUNK_ELEMENTS
+    for start in range(0, numel, step):
+        yield start, min(start + step, numel)
 
 
 def _flat(tensor: torch.Tensor) -> torch.Tensor:
@@ -113,7 +119,7 @@ class _Workspace:
 
 
 def _generalized(base: torch.Tensor, sources: Sequence[torch.Tensor], weights: Sequence[float],
-                 densities: Sequence[float], seeds: Sequence[int] | None, plan: _Plan,
+                 densities: Sequence[float], seeds: Sequence[int | DareDraws] | None, plan: _Plan,
                  out: torch.Tensor | None) -> torch.Tensor:
     device = _check_inputs(base, sources, weights, densities)
     numel = base.numel()
@@ -129,13 +135,16 @@ def _generalized(base: torch.Tensor, sources: Sequence[torch.Tensor], weights: S
         elif plan.sparsify == "random":
             if seeds is None:
                 raise ValueError("DARE needs one seed per source")
-            masks[index] = dare_keep_mask(numel, density, seeds[index]).to(device)
+            seed = seeds[index]
+            draws = seed if isinstance(seed, DareDraws) else DareDraws.generate(numel, seed)
+            masks[index] = draws.to(device).keep_mask(density)
             scales[index] = _dare_scale(base_flat, source_flats[index], masks[index], density, plan.rescale)
 
     merged = _output(out, base.shape, device)
     merged_flat = merged.view(-1)
-    work = _Workspace(len(sources), min(numel, CHUNK_ELEMENTS), plan.consensus, device)
-    for start, stop in _chunk_bounds(numel):
+    bounds = list(_chunk_bounds(numel, device))
+    work = _Workspace(len(sources), bounds[0][1] if bounds else 0, plan.consensus, device)
+    for start, stop in bounds:
         size = stop - start
         base_chunk = work.base[:size].copy_(base_flat[start:stop])
         deltas = work.deltas[:, :size]
@@ -174,7 +183,7 @@ def _dare_scale(base_flat: torch.Tensor, source_flat: torch.Tensor, mask: torch.
         return 1.0 / density if density > 0 else 0.0
     if rescale == "l1":  # mergekit: restore the L1 norm of the undropped delta
         before = after = 0.0
-        for start, stop in _chunk_bounds(base_flat.numel()):
+        for start, stop in _chunk_bounds(base_flat.numel(), base_flat.device):
             magnitude = (source_flat[start:stop].float() - base_flat[start:stop].float()).abs_()
             before += float(magnitude.sum(dtype=torch.float64))
             after += float(magnitude.mul_(mask[start:stop]).sum(dtype=torch.float64))
@@ -230,7 +239,7 @@ class Default(Enum):
 
 def _gta(*, sparsify: str | None, consensus: bool, default_normalize: bool, default_rescale: str | None):
     def method(base: torch.Tensor | None, sources: Sequence[torch.Tensor], weights: Sequence[float],
-               densities: Sequence[float] | None = None, *, seeds: Sequence[int] | None = None,
+               densities: Sequence[float] | None = None, *, seeds: Sequence[int | DareDraws] | None = None,
                normalize: bool | None = None, rescale: str | None | bool | Default = Default.CHOICE,
                lam: float = 1.0, out: torch.Tensor | None = None, **_: object) -> torch.Tensor:
         if base is None:

@@ -10,7 +10,9 @@ or parallelism in which tensors are merged.
 
 from __future__ import annotations
 
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Union
 
@@ -156,14 +158,29 @@ def kthvalue_cut(base: torch.Tensor, source: torch.Tensor, density: float) -> Ma
 
     The same cut (threshold and tie quota) from one full-size fp32 copy and torch's own
     selection kernel, for devices where that beats the streamed radix select
-    (``benchmarks/select_bench.py`` decides; see :data:`RADIX_DEVICES`).
+    (``benchmarks/select_bench.py`` decides; see :data:`SELECT_BY_DEVICE`).
     """
+    return _whole_cut(base, source, density, lambda magnitude, k: magnitude.kthvalue(magnitude.numel() - k + 1).values)
+
+
+def topk_cut(base: torch.Tensor, source: torch.Tensor, density: float) -> MagnitudeCut:
+    """As :func:`kthvalue_cut`, by ``torch.topk`` from the shorter side (k largest or numel - k + 1
+    smallest): on a GPU, torch's radix top-k kernel is far faster than its kthvalue."""
+    def kth_largest(magnitude: torch.Tensor, k: int) -> torch.Tensor:
+        if 2 * k <= magnitude.numel():
+            return torch.topk(magnitude, k, sorted=False).values.min()
+        return torch.topk(magnitude, magnitude.numel() - k + 1, largest=False, sorted=False).values.max()
+    return _whole_cut(base, source, density, kth_largest)
+
+
+def _whole_cut(base: torch.Tensor, source: torch.Tensor, density: float,
+               kth_largest: Callable[[torch.Tensor, int], torch.Tensor]) -> MagnitudeCut:
     numel = base.numel()
     if edge := _edge_cut(density, numel):
         return edge
     k = int(density * numel)
     magnitude = (source.reshape(-1).float() - base.reshape(-1).float()).abs_()
-    threshold = magnitude.kthvalue(numel - k + 1).values  # the k-th largest
+    threshold = kth_largest(magnitude, k)
     if float(threshold) == 0.0:
         return KEEP_ALL  # only zeros are cut, and they contribute nothing
     above = int(torch.count_nonzero(magnitude > threshold))
@@ -171,14 +188,19 @@ def kthvalue_cut(base: torch.Tensor, source: torch.Tensor, density: float) -> Ma
     return MagnitudeCut(float(threshold), ties_kept=k - above, tie_count=ties)
 
 
-# Where the streamed radix select measured faster than torch.kthvalue (benchmarks/select_bench.py).
-# Other devices use torch's kernel until a benchmark on them says otherwise.
-RADIX_DEVICES = frozenset({"cpu"})
+# Which select each device uses, from benchmarks/select_bench.py. CPU (2 threads): the streamed radix
+# select, 2-3.6x faster than torch.kthvalue and with no full-size copy. An H200: torch.topk, under
+# 2.5 ms per 7B matrix, 17-31x faster than the radix select on the MLP matrices (which is itself
+# 6.5-12x faster than torch.kthvalue there). Devices not measured use torch.kthvalue.
+SELECT_BY_DEVICE = {"cpu": "radix", "cuda": "topk"}
 
 
 def delta_cut(base: torch.Tensor, source: torch.Tensor, density: float) -> MagnitudeCut:
     """The exact top-``density`` trim of ``source - base`` by magnitude, by the faster select for the device."""
-    if base.device.type not in RADIX_DEVICES:
+    select = SELECT_BY_DEVICE.get(base.device.type, "kthvalue")
+    if select == "topk":
+        return topk_cut(base, source, density)
+    if select == "kthvalue":
         return kthvalue_cut(base, source, density)
     base, source = base.reshape(-1), source.reshape(-1)
     if base.dtype == source.dtype == torch.bfloat16:
@@ -237,19 +259,68 @@ class MagnitudeTrimmer:
         return chunk.masked_fill_(drop, 0.0)
 
 
+# PCG64 words per thread below which one thread draws a whole tensor (threads cost more than they save).
+_WORDS_PER_THREAD = 1 << 22
+
+
+class DareDraws:
+    """The 16-bit uniform draws behind a tensor's DARE keep-masks, for every density at once.
+
+    Entry i is kept at density d when its draw is below round(d * 65536). The draws are the
+    per-tensor PCG64 stream, a pure function of (numel, seed). They do not depend on the
+    density, so an evolution can draw them once and hold them (e.g. on the GPU) while the
+    densities change from candidate to candidate. Held shifted into int16 (draw - 32768), which
+    compares like the unsigned draw on every device.
+    """
+
+    def __init__(self, shifted: torch.Tensor) -> None:
+        self.shifted = shifted
+
+    @classmethod
+    def generate(cls, numel: int, seed: int, *, threads: int | None = None) -> "DareDraws":
+        """Drawn on the CPU; long streams are split across threads with PCG64's jump-ahead, which
+        gives the same words as one pass."""
+        words = (numel + 3) // 4  # 4 uint16 draws per 64-bit word
+        raw = np.empty(words, dtype=np.uint64)
+        parts = max(1, min(threads or os.cpu_count() or 1, words // _WORDS_PER_THREAD))
+        bounds = [words * part // parts for part in range(parts + 1)]
+
+        def draw(part: int) -> None:
+            stream = np.random.PCG64(seed)
+            stream.advance(bounds[part])
+            raw[bounds[part]:bounds[part + 1]] = stream.random_raw(bounds[part + 1] - bounds[part])
+
+        if parts == 1:
+            draw(0)
+        else:
+            with ThreadPoolExecutor(parts) as pool:  # numpy draws without the GIL
+                list(pool.map(draw, range(parts)))
+        draws = raw.view(np.uint16)[:numel]
+        return cls(torch.from_numpy((draws ^ np.uint16(0x8000)).view(np.int16)))
+
+    @property
+    def nbytes(self) -> int:
+        return self.shifted.numel() * self.shifted.element_size()
+
+    def to(self, device: torch.device | str) -> "DareDraws":
+        return DareDraws(self.shifted.to(device))
+
+    def keep_mask(self, density: float) -> torch.Tensor:
+        """Bernoulli(density) keep-mask, on the draws' device."""
+        numel, device = self.shifted.numel(), self.shifted.device
+        keep_below = round(density * _U16_LEVELS)
+        if density >= 1.0 or keep_below >= _U16_LEVELS:
+            return torch.ones(numel, dtype=torch.bool, device=device)
+        if density <= 0.0:
+            return torch.zeros(numel, dtype=torch.bool, device=device)
+        return self.shifted < keep_below - (_U16_LEVELS >> 1)
+
+
 def dare_keep_mask(numel: int, density: float, seed: int) -> torch.Tensor:
     """Bernoulli(density) keep-mask of ``numel`` entries, a pure function of (numel, density, seed)."""
-    if density >= 1.0:
-        return torch.ones(numel, dtype=torch.bool)
-    if density <= 0.0:
-        return torch.zeros(numel, dtype=torch.bool)
-    keep_below = round(density * _U16_LEVELS)
-    if keep_below >= _U16_LEVELS:
-        return torch.ones(numel, dtype=torch.bool)
-    generator = np.random.Generator(np.random.PCG64(seed))
-    raw = generator.bit_generator.random_raw((numel + 3) // 4)  # 4 uint16 draws per 64-bit word
-    draws = raw.view(np.uint16)[:numel]
-    return torch.from_numpy(draws < np.uint16(keep_below))
+    if density >= 1.0 or density <= 0.0 or round(density * _U16_LEVELS) >= _U16_LEVELS:
+        return DareDraws(torch.empty(numel, dtype=torch.int16)).keep_mask(density)  # no draws needed
+    return DareDraws.generate(numel, seed).keep_mask(density)
 
 
 def tensor_seed(recipe_seed: int, tensor_name: str, source_index: int) -> int:
