@@ -172,7 +172,7 @@ def check_merge(config, sizes: Sizes, device: torch.device, dtype: torch.dtype) 
                         + (f" + {resident.dare_draws.nbytes / 2**30:.1f} GiB of DARE draws" if method == "dare_ties"
                            else "") + f"; first candidate {first:.2f} s", "seconds": seconds, "goal": goal}
     if device.type == "cuda":  # sources too big for the GPU: pinned CPU memory, streamed over per tensor
-        resident = resident.pinned()
+        resident = resident.pinned(release=True)  # each GPU copy is freed once pinned
         del base, sources
         _free(device)
         recipe = recipe_of("dare_ties")

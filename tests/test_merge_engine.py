@@ -751,6 +751,18 @@ def test_held_dare_draws_give_the_merge_drawn_afresh(family, tmp_path):
     assert len(resident.dare_draws.held) == 2 * LANGUAGE_TENSORS  # drawn once per (tensor, source)
 
 
+def test_pinning_releases_each_original_once_copied():
+    """Sources moved to pinned memory never need twice their size; where page-locking is refused (here:
+    no GPU) the tensors stay in plain memory, which streams too."""
+    base = {"w": torch.arange(6.0)}
+    sources = [{"w": torch.ones(6)}, {"w": torch.zeros(6)}]
+    pinned = ResidentSources(base, sources).pinned(release=True)
+    assert base == {} and sources == [{}, {}]
+    assert pinned.base["w"].equal(torch.arange(6.0)) and [s["w"].sum().item() for s in pinned.sources] == [6.0, 0.0]
+    kept = {"w": torch.ones(2)}
+    assert ResidentSources(None, [kept]).pinned().sources[0]["w"].equal(kept["w"]) and "w" in kept
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device check runs it)")
 def test_pinned_sources_stream_into_a_gpu_model_as_resident_ones_do(family):
     """Sources too big for the GPU stay in pinned CPU memory and are merged on the GPU, tensor by tensor:

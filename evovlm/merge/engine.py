@@ -305,32 +305,38 @@ class ResidentSources:
             return {name: tensor.to(device) for name, tensor in part.items()}
         return ResidentSources(None if self.base is None else move(self.base), [move(s) for s in self.sources])
 
-    def pinned(self) -> "ResidentSources":
-        """A copy in page-locked CPU memory, which a GPU reads at full bus speed (and asynchronously)."""
+    def pinned(self, *, release: bool = False) -> "ResidentSources":
+        """A copy in page-locked CPU memory, which a GPU reads at full bus speed (and asynchronously).
+        ``release``: each original is dropped from this object once copied, so the peak is one tensor
+        more than the sources, not twice them."""
         def pin(part: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             held = {}
-            for name, tensor in part.items():
-                held[name] = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-                held[name].copy_(tensor)
+            for name in list(part):
+                held[name] = _pinned_copy(part[name])
+                if release and isinstance(part, dict):
+                    del part[name]
             return held
         return ResidentSources(None if self.base is None else pin(self.base), [pin(s) for s in self.sources])
 
     def placed_for(self, device: torch.device, *, spare_bytes: int = 2 << 30) -> "ResidentSources":
         """Moved to the live model's GPU when they fit there with ``spare_bytes`` left; else held in pinned
-        CPU memory. Either way a re-merge runs on the GPU, into the model (:func:`merge_into_module`
-        streams pinned sources over one tensor at a time), and DARE's draws are held there (:class:`DrawStore`)."""
+        CPU memory (this object's tensors are released as they are copied). Either way a re-merge runs on
+        the GPU, into the model (:func:`merge_into_module` streams pinned sources over one tensor at a
+        time), and DARE's draws are held there (:class:`DrawStore`)."""
         if device.type != "cuda":
             return self
         free, _ = torch.cuda.mem_get_info(device)
-        if self.nbytes + spare_bytes <= free:
-            placed = self.to(device)
-        else:
-            try:
-                placed = self.pinned()
-            except RuntimeError:  # page-locking refused (e.g. a memlock limit): plain CPU memory streams too
-                placed = ResidentSources(self.base, self.sources)
+        placed = self.to(device) if self.nbytes + spare_bytes <= free else self.pinned(release=True)
         placed.dare_draws = DrawStore()
         return placed
+
+
+def _pinned_copy(tensor: torch.Tensor) -> torch.Tensor:
+    try:
+        copy = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    except RuntimeError:  # page-locking refused (e.g. a memlock limit): plain memory streams too, slower
+        return tensor.cpu()
+    return copy.copy_(tensor)
 
 
 @torch.no_grad()
