@@ -32,8 +32,9 @@ launches), so memory stays at a few copies of one chunk.
 
 Device: the maths runs where the inputs are (``base``, else the first source); every input
 must be on that device, and the result (a new tensor, or ``out``) is there too. So sources
-resident on a GPU are merged on it, straight into a live GPU model. DARE masks are drawn on
-the CPU (one PCG64 stream per tensor, so a mask never depends on the device) and moved once.
+resident on a GPU are merged on it, straight into a live GPU model. DARE's draws are made on
+the CPU (one PCG64 stream per tensor, so a mask never depends on the device); the mask is moved
+once, or the caller holds the draws on the device across candidates (``seeds`` as draws).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def _generalized(base: torch.Tensor, sources: Sequence[torch.Tensor], weights: S
                 raise ValueError("DARE needs one seed per source")
             seed = seeds[index]
             draws = seed if isinstance(seed, DareDraws) else DareDraws.generate(numel, seed)
-            masks[index] = draws.to(device).keep_mask(density)
+            masks[index] = draws.keep_mask(density).to(device)  # drawn on the CPU: the 1-byte mask travels
             scales[index] = _dare_scale(base_flat, source_flats[index], masks[index], density, plan.rescale)
 
     merged = _output(out, base.shape, device)
