@@ -260,7 +260,7 @@ class MagnitudeTrimmer:
 
 
 # PCG64 words per thread below which one thread draws a whole tensor (threads cost more than they save).
-_WORDS_PER_THREAD = 1 << 22
+_WORDS_PER_THREAD = 1 << 20
 
 
 class DareDraws:
