@@ -20,11 +20,16 @@ def parse(name: str, layers: int = 6) -> list[int]:
     return path
 
 
-zoo, model = Path(sys.argv[1]), Path(sys.argv[2])
-with tempfile.TemporaryDirectory() as scratch:
-    table = TableScorer(scratch, split="dev", progress=False, log=lambda _: None)
-    for number, name in enumerate(sys.argv[3:]):
-        saved = save_dfs_path(model, zoo / "reader", parse(name), Path(scratch) / f"path-{number}")
-        kanji = table.score(name, saved, "zoo-mgsm-ja-kanji", TARGET_KEYS)["acc_ja"]
-        digits = table.score(f"{name} (digits)", saved, "zoo-mgsm-ja", TARGET_KEYS)["acc_ja"]
-        print(f"{name}: kanji {kanji}, digits {digits}", flush=True)
+def main() -> None:
+    zoo, model = Path(sys.argv[1]), Path(sys.argv[2])
+    with tempfile.TemporaryDirectory() as scratch:
+        table = TableScorer(scratch, split="dev", progress=False, log=lambda _: None)
+        for number, name in enumerate(sys.argv[3:]):
+            saved = save_dfs_path(model, zoo / "reader", parse(name), Path(scratch) / f"path-{number}")
+            kanji = table.score(name, saved, "zoo-mgsm-ja-kanji", TARGET_KEYS)["acc_ja"]
+            digits = table.score(f"{name} (digits)", saved, "zoo-mgsm-ja", TARGET_KEYS)["acc_ja"]
+            print(f"{name}: kanji {kanji}, digits {digits}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
