@@ -276,3 +276,47 @@ def test_the_both_fitness_is_the_mean_of_the_kanji_and_the_digit_fitness():
     assert weighted == pytest.approx(-0.75 * math.log(vocabulary), rel=1e-6)
     with pytest.raises(EvoVLMError, match="digits_weight: a number from 0 to 1"):
         mgsm_ja_both_reply_logprob(reader, tokenizer, problems=5, digits_weight=1.5)
+
+
+class _OneSlipLM(_CopyLM):
+    """Certain of every next token, except that the last reply token of the first row is uniform with the
+    argmax elsewhere: that reply is no longer reproduced, and loses log(vocabulary) on one of its tokens."""
+
+    def forward(self, input_ids, attention_mask):
+        logits = super().forward(input_ids, attention_mask).logits
+        last = int(attention_mask[0].nonzero().max()) - 1  # the position that predicts row 0's last token
+        wrong = (int(input_ids[0, last + 1]) + 1) % self.vocabulary
+        logits[0, last] = 0.0
+        logits[0, last, wrong] = 1e-3  # the argmax, by a hair: the right token keeps ~1 / vocabulary
+        return SimpleNamespace(logits=logits)
+
+
+def test_the_exact_reply_fitness_against_hand_computed_values():
+    from evovlm.eval.prompts import build_prompt
+    from evovlm.zoo.benchmarks import load_zoo, reference_replies
+    from evovlm.zoo.build import zoo_tokenizer
+    from evovlm.zoo.fitness import mgsm_ja_both_exact_logprob, reply_scores
+    from evovlm.zoo.train import qa_batch
+
+    tokenizer = zoo_tokenizer()
+    vocabulary = len(tokenizer)
+    log_v = math.log(vocabulary)
+    # every reply reproduced, log-probability 0: 0.5 * (1 + 0) twice
+    assert mgsm_ja_both_exact_logprob(_CopyLM(vocabulary), tokenizer, problems=4) == pytest.approx(1.0, abs=1e-6)
+    # uniform logits: the argmax is token 0, never a whole reply
+    assert reply_scores(_UniformLM(vocabulary), tokenizer, "zoo-mgsm-ja", "fitness", 4) == (0.0, pytest.approx(-log_v))
+    # reads kanji prompts only: kanji 1 exact, log-prob 0; digits 0 exact, -log V; exact_weight scales the shares
+    reader = _KanjiReaderLM(vocabulary, set(tokenizer.convert_tokens_to_ids(list(world.KANJI_DIGITS.values()))))
+    assert mgsm_ja_both_exact_logprob(reader, tokenizer, problems=4) == pytest.approx(0.5 - log_v / 2, rel=1e-6)
+    assert mgsm_ja_both_exact_logprob(reader, tokenizer, problems=4, exact_weight=2) == pytest.approx(1 - log_v / 2)
+    # one token slips in the first of 2 problems (batched with its padding): exact 1/2, and that reply's mean
+    # log-probability loses about log(vocabulary) over its reply tokens
+    samples = load_zoo("zoo-mgsm-ja", split="fitness").samples[:2]
+    first = qa_batch(tokenizer, [build_prompt("zoo-qa", samples[0].question)], [""],
+                     works=[" " + reference_replies("zoo-mgsm-ja", "fitness")[0]])
+    reply_tokens = int((first["labels"][0, 1:] != -100).sum())
+    exact, logprob = reply_scores(_OneSlipLM(vocabulary), tokenizer, "zoo-mgsm-ja", "fitness", 2)
+    slipped = -math.log(math.exp(1e-3) + vocabulary - 1)  # the right token's log-probability (its logit is 0)
+    assert exact == 0.5 and logprob == pytest.approx(slipped / reply_tokens / 2, rel=1e-6)
+    with pytest.raises(EvoVLMError, match="exact_weight: a number of at least 0"):
+        mgsm_ja_both_exact_logprob(reader, tokenizer, problems=4, exact_weight=-1)

@@ -45,24 +45,46 @@ def mgsm_ja_both_reply_logprob(model: Any, tokenizer: Any, problems: int | None 
     return (1 - digits_weight) * kanji + digits_weight * mgsm_ja_reply_logprob(model, tokenizer, problems)
 
 
-@torch.no_grad()
+def mgsm_ja_both_exact_logprob(model: Any, tokenizer: Any, problems: int | None = None,
+                               exact_weight: float = 1.0) -> float:
+    """Kanji and digit problems alike: the share of reference replies the model reproduces token for
+    token (teacher-forced argmax, what greedy decoding would write), plus the mean log-probability as
+    the guide. The log-probability alone prefers paths whose answer digits go wrong, a few tokens of a
+    long reply (run 63); this counts what accuracy counts, in the same one forward pass."""
+    if isinstance(exact_weight, bool) or not isinstance(exact_weight, (int, float)) or exact_weight < 0:
+        raise EvoVLMError(f"exact_weight: a number of at least 0, got {exact_weight!r}")
+    value = 0.0
+    for benchmark in ("zoo-mgsm-ja-kanji", "zoo-mgsm-ja"):
+        exact, logprob = reply_scores(model, tokenizer, benchmark, "fitness", problems)
+        value += 0.5 * (exact_weight * exact + logprob)
+    return value
+
+
 def reply_logprob(model: Any, tokenizer: Any, benchmark: str, split: str, problems: int | None = None) -> float:
     """Mean over problems of the mean log-probability of each reply token, given the zoo-qa prompt."""
+    return reply_scores(model, tokenizer, benchmark, split, problems)[1]
+
+
+@torch.no_grad()
+def reply_scores(model: Any, tokenizer: Any, benchmark: str, split: str,
+                 problems: int | None = None) -> tuple[float, float]:
+    """(share of problems whose whole reference reply is the model's argmax at every token, mean over
+    problems of the mean log-probability of each reply token), given the zoo-qa prompt."""
     if problems is not None and (isinstance(problems, bool) or not isinstance(problems, int) or problems < 1):
         raise EvoVLMError(f"problems: a whole number of at least 1 (or none for all), got {problems!r}")
     samples = load_zoo(benchmark, split=split).samples[:problems]
     prompts = [build_prompt("zoo-qa", sample.question) for sample in samples]
     replies = [" " + reply for reply in reference_replies(benchmark, split)[:problems]]  # as the zoo was trained
     device = next(model.parameters()).device
-    per_problem = []
+    exact, per_problem = [], []
     for start in range(0, len(prompts), BATCH_SIZE):
         some_prompts, some_replies = prompts[start:start + BATCH_SIZE], replies[start:start + BATCH_SIZE]
         # The reply as the training batches' "work": labelled, with no EOS after it.
         batch = qa_batch(tokenizer, some_prompts, [""] * len(some_prompts), works=some_replies)
         ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
-        logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits.float()
-        log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
-        token_log_probs = log_probs.gather(-1, ids[:, 1:, None]).squeeze(-1)
-        mask = (labels[:, 1:] != -100).float()
+        logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits.float()[:, :-1]
+        targets, mask = ids[:, 1:], labels[:, 1:] != -100
+        token_log_probs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+        exact.append(((logits.argmax(-1) == targets) | ~mask).all(1).float())
         per_problem.append((token_log_probs * mask).sum(1) / mask.sum(1))
-    return float(torch.cat(per_problem).mean())
+    return float(torch.cat(exact).mean()), float(torch.cat(per_problem).mean())

@@ -4,17 +4,17 @@
 
 For each path, on the kanji and the digit problems, on the fitness split (all 100) and on dev: the mean reply
 log-likelihood (what `zoo evolve`'s PS+DFS fitness averages) and the share of replies that are argmax at every
-token (tfexact.py).
+token (`evovlm.zoo.fitness.reply_scores`).
 """
 import sys
 import tempfile
 from pathlib import Path
 
 from paths_dev import parse
-from tfexact import exact_and_logprob
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import evovlm.zoo  # noqa: F401  (registers the zoo benchmarks)
+from evovlm.zoo.fitness import reply_scores
 from evovlm.zoo.paths import save_dfs_path
 
 zoo, model = Path(sys.argv[1]), Path(sys.argv[2])
@@ -25,6 +25,6 @@ with tempfile.TemporaryDirectory() as scratch:
         cells = []
         for benchmark, label in (("zoo-mgsm-ja-kanji", "kanji"), ("zoo-mgsm-ja", "digits")):
             for split in ("fitness", "dev"):
-                exact, logprob = exact_and_logprob(path_model, tokenizer, benchmark, split)
+                exact, logprob = reply_scores(path_model, tokenizer, benchmark, split)
                 cells.append(f"{label} {split}: log-lik {logprob:.4f}, exact {100 * exact:.1f}")
         print(f"{name}: " + "; ".join(cells), flush=True)
