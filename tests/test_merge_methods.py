@@ -836,12 +836,14 @@ def test_chunk_size_never_changes_a_merge(monkeypatch):
 
     weights, densities = [0.5, 0.3, 0.8], [0.3, 0.6, 0.9]
     runs = list(_digest_runs())
-    first = [_sha(method.fn(None if name == "linear" else base, sources, weights, densities, seeds=[11, 12, 13],
-                            **extra)) for _, method, name, base, sources, extra in runs]
+
+    def digests() -> list[str]:
+        return [_sha(method.fn(None if name == "linear" else base, sources, weights, densities, seeds=[11, 12, 13],
+                               **extra)) for _, method, name, base, sources, extra in runs]
+
+    first = digests()
     monkeypatch.setattr(methods_module, "CHUNK_ELEMENTS", 100_003)  # odd, and over 3 chunks per tensor
-    again = [_sha(method.fn(None if name == "linear" else base, sources, weights, densities, seeds=[11, 12, 13],
-                            **extra)) for _, method, name, base, sources, extra in runs]
-    assert first == again
+    assert digests() == first
 
 
 def test_draws_given_instead_of_seeds_give_the_same_merge():
@@ -862,7 +864,7 @@ def test_dare_draws_split_over_threads_are_the_one_stream(monkeypatch):
     monkeypatch.setattr(sparsify, "_WORDS_PER_THREAD", 64)  # 1,001 words: 4 threads of ~250 words
     split = sparsify.DareDraws.generate(4001, 77, threads=4)
     assert split.shifted.equal(one.shifted)
-    for density in (0.0, 0.3, 0.5, 0.99999, 1.0):  # 0.99999 rounds to 65536/65536: keep all
+    for density in (0.0, 0.3, 0.5, 0.99999, 0.999995, 1.0):  # 0.999995 rounds to 65536/65536: keep all
         assert split.keep_mask(density).equal(reference_keep_mask(4001, density, 77)), density
 
 
@@ -886,3 +888,18 @@ def test_a_gpu_merge_runs_on_the_gpu_and_matches_the_cpu(name):
                      out=out, **kwargs)
     assert out.device.type == "cuda"
     torch.testing.assert_close(out.cpu().float(), on_cpu.to(torch.bfloat16).float(), rtol=0, atol=2 ** -6)
+
+
+def test_an_edge_density_draws_nothing(monkeypatch):
+    """Density 1 keeps every entry and 0 none: no PCG64 stream is drawn for them (an evolution pins 1.0)."""
+    import evovlm.merge.sparsify as sparsify
+
+    base, sources = _digest_inputs(torch.float32)
+    expected = METHODS["dare_linear"].fn(base, sources[:2], [0.5, 0.3], [1.0, 0.0], seeds=[11, 12])
+
+    def no_draws(*args, **kwargs):
+        raise AssertionError("drew a stream for an edge density")
+
+    monkeypatch.setattr(sparsify.DareDraws, "generate", classmethod(no_draws))
+    assert METHODS["dare_linear"].fn(base, sources[:2], [0.5, 0.3], [1.0, 0.0], seeds=[11, 12]).equal(expected)
+    assert sparsify.dare_keep_mask(5, 0.999995, 3).all() and not sparsify.dare_keep_mask(5, 0.0, 3).any()

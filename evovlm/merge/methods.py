@@ -45,7 +45,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from evovlm.merge.sparsify import DareDraws, MagnitudeTrimmer, delta_cut
+from evovlm.merge.sparsify import DareDraws, MagnitudeTrimmer, dare_keep_mask, delta_cut
 
 CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32: the per-chunk working set stays in a CPU's L2 cache
 # On a GPU, small chunks cost a kernel launch each (a 7B merge would be ~30,000 chunks x ~20 kernels),
@@ -136,9 +136,10 @@ def _generalized(base: torch.Tensor, sources: Sequence[torch.Tensor], weights: S
         elif plan.sparsify == "random":
             if seeds is None:
                 raise ValueError("DARE needs one seed per source")
-            seed = seeds[index]
-            draws = seed if isinstance(seed, DareDraws) else DareDraws.generate(numel, seed)
-            masks[index] = draws.keep_mask(density).to(device)  # drawn on the CPU: the 1-byte mask travels
+            seed = seeds[index]  # held draws (on the device already), or a seed to draw on the CPU (no draws at an
+            # edge density); the 1-byte mask travels, not the draws
+            mask = seed.keep_mask(density) if isinstance(seed, DareDraws) else dare_keep_mask(numel, density, seed)
+            masks[index] = mask.to(device)
             scales[index] = _dare_scale(base_flat, source_flats[index], masks[index], density, plan.rescale)
 
     merged = _output(out, base.shape, device)

@@ -307,20 +307,23 @@ class DareDraws:
 
     def keep_mask(self, density: float) -> torch.Tensor:
         """Bernoulli(density) keep-mask, on the draws' device."""
-        numel, device = self.shifted.numel(), self.shifted.device
-        keep_below = round(density * _U16_LEVELS)
-        if density >= 1.0 or keep_below >= _U16_LEVELS:
-            return torch.ones(numel, dtype=torch.bool, device=device)
-        if density <= 0.0:
-            return torch.zeros(numel, dtype=torch.bool, device=device)
-        return self.shifted < keep_below - (_U16_LEVELS >> 1)
+        edge = _edge_mask(self.shifted.numel(), density, self.shifted.device)
+        return edge if edge is not None else self.shifted < round(density * _U16_LEVELS) - (_U16_LEVELS >> 1)
+
+
+def _edge_mask(numel: int, density: float, device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """The mask of a density that needs no draws (keep all, or none); None for any other."""
+    if density >= 1.0 or round(density * _U16_LEVELS) >= _U16_LEVELS:
+        return torch.ones(numel, dtype=torch.bool, device=device)
+    if density <= 0.0:
+        return torch.zeros(numel, dtype=torch.bool, device=device)
+    return None
 
 
 def dare_keep_mask(numel: int, density: float, seed: int) -> torch.Tensor:
     """Bernoulli(density) keep-mask of ``numel`` entries, a pure function of (numel, density, seed)."""
-    if density >= 1.0 or density <= 0.0 or round(density * _U16_LEVELS) >= _U16_LEVELS:
-        return DareDraws(torch.empty(numel, dtype=torch.int16)).keep_mask(density)  # no draws needed
-    return DareDraws.generate(numel, seed).keep_mask(density)
+    edge = _edge_mask(numel, density)
+    return edge if edge is not None else DareDraws.generate(numel, seed).keep_mask(density)
 
 
 def tensor_seed(recipe_seed: int, tensor_name: str, source_index: int) -> int:
