@@ -179,8 +179,9 @@ def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zo
         zoo_evolution,
     )
 
-    budget = EvolveBudget(ps_trials=1, dfs_generations=1, dfs_workers=1, hybrid_generations=1, vlm_trials=1,
-                          repeats=1, fitness_limit=2, fitness_subset=None)  # tests/test_subset.py: with one
+    budget = EvolveBudget(ps_trials=1, dfs_generations=1, dfs_workers=1, hybrid_generations=1, hybrid_problems=2,
+                          vlm_trials=1, repeats=1, fitness_limit=2,
+                          fitness_subset=None)  # tests/test_subset.py: with one
     out = tmp_path / "runs"
     result = zoo_evolution(quick_zoo, out, budget=budget, limit=3, progress=False, log=lambda _: None)
     assert json.loads((out / "table.json").read_text(encoding="utf-8")) == result
@@ -198,11 +199,12 @@ def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zo
 
     hybrid_config = read_yaml_file(out / "ps-dfs" / "config.yaml", "config")["dfs"]
     assert hybrid_config["model_b"] == str(quick_zoo / "reader") and hybrid_config["scales"] == "none"
-    assert hybrid_config["fitness"]["callable"].endswith(":mgsm_ja_both_reply_logprob")
+    assert hybrid_config["fitness"] == {"callable": "evovlm.zoo.fitness:mgsm_ja_both_exact_logprob",
+                                        "arguments": {"problems": 2}}
     assert hybrid_config["test"]["benchmark"] == "zoo-mgsm-ja-kanji"
     assert set(rows[VLM_ROW, "zoo-vqa-ja"]) >= {"rougeL_ja", "content_ja", "content"}
     assert [item["criterion"] for item in result["checks"]] == [item["criterion"] for item in evolution_checks(
-        result["rows"])] and len(result["checks"]) == 10
+        result["rows"])] and len(result["checks"]) == 11
 
     vlm_config = read_yaml_file(out / "vlm" / "config.yaml", "config")
     assert vlm_config["fitness"]["metric"] == {"content_ja": 1.0, "rougeL_ja": 0.45}  # 0.9 / 2 problems
@@ -255,11 +257,11 @@ def test_the_dfs_claims_on_hand_counted_rows():
         ("DARE-TIES, density 0.5", 3), ("oracle: MATH inside, JA output blocks", 90), (PS_ROW, 90),
         (DFS_ROW, 30), (HYBRID_ROW, 80), (HAND_ROW + ": A0 B1-3 A4-5", 30))]
 
-    def checks(hybrid_right, reader_added=0):
+    def checks(hybrid_right, reader_added=0, digit_rows=digits):
         kanji = [row(name, right) for name, right in (
             ("base", 0), ("ja", 1), ("math", 1), ("reader", 0), (PS_ROW, 3), (PS_READER_ADDED, reader_added),
             (PS_DFS_ORACLE, 60), (HYBRID_ROW, hybrid_right))]
-        return {c["criterion"]: c for c in evolution_checks(digits + kanji)}
+        return {c["criterion"]: c for c in evolution_checks(digit_rows + kanji)}
 
     claim = "PS+DFS beats PS, every source and PS plus the reader's task vector on zoo-mgsm-ja-kanji"
     # the first 3 problems are right for both: 40 won, 0 lost against PS; p = 2^-40
@@ -267,6 +269,14 @@ def test_the_dfs_claims_on_hand_counted_rows():
     assert passed[claim]["passed"] and "PS+DFS 43.0; PS 3.0; DFS oracle over PS 60.0" in passed[claim]["numbers"]
     assert "PS+DFS at least as good as PS" not in passed  # on digits it is a row, not the claim (80 < 90)
     assert passed["DFS reaches the best legal hand-written path"]["passed"]  # 30 = 30
+    # ... and costs PS 10 digit problems (10 won, 0 lost for PS: p = 2^-10); 2 of them would be noise (p = 1/4)
+    from evovlm.zoo.evolution import DIGITS_CLAIM
+
+    assert not passed[DIGITS_CLAIM]["passed"]
+    assert "PS+DFS 80.0; PS 90.0; sign test of PS against PS+DFS: 10 problems won, 0 lost, p = 0.00098" in passed[
+        DIGITS_CLAIM]["numbers"]
+    kept = [r for r in digits if r["model"] != HYBRID_ROW] + [row(HYBRID_ROW, 88, "zoo-mgsm-ja")]
+    assert checks(43, digit_rows=kept)[DIGITS_CLAIM]["passed"]
     assert not checks(7)[claim]["passed"]  # 4 won against PS, 0 lost: p = 1/16
     assert not checks(43, reader_added=44)[claim]["passed"]  # the weight merge reads more
     lower = {c["criterion"]: c for c in evolution_checks(

@@ -109,8 +109,9 @@ class ZooSettings:
     # the PS+DFS search climbs the path one block at a time (found on both build seeds, run 61; 0 in run 60)
     reader_deep: float = 1.0
     # share of the reader's documents that are word problems with digits and their replies, held unchanged: the
-    # reading blocks then leave a digit problem's stream alone (0.25 in run 62, on dev; 0 built the committed reader)
-    reader_problems: float = 0.0
+    # reading blocks then leave a digit problem's stream alone, so a path through them keeps PS's digits (run 62,
+    # on dev; 0 built the reader before run 64)
+    reader_problems: float = 0.25
     finetune_lr: float = 1e-3
     threads: int = 0  # torch threads; 0 keeps torch's default
 

@@ -38,6 +38,7 @@ from evovlm.zoo.report import (
     BLANK,
     KANJI,
     ORACLE,
+    SIGNIFICANCE,
     TARGET_KEYS,
     VQA_KEYS,
     TableScorer,
@@ -59,6 +60,7 @@ PS_READER_ADDED = "evolved PS + the reader's task vector (λ=1)"  # what a weigh
 PS_DFS_ORACLE = "DFS oracle over PS: its block 0, the reader's blocks 1-3, its blocks 1-5"
 HAND_ROW = "best legal hand path (chosen on dev)"  # what the DFS alone must reach (issue 18)
 HAND_CLAIM = "DFS reaches the best legal hand-written path"
+DIGITS_CLAIM = "PS+DFS keeps PS's digit problems: PS does not beat it on zoo-mgsm-ja"
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class EvolveBudget:
     # DFS fitness: reply log-likelihood on the first N fitness problems (None: all 100); 25 is 4x cheaper
     dfs_problems: int | None = 25
     hybrid_generations: int = 60  # PS+DFS over PS and the reader: found its blocks on both seeds (run 61)
+    # PS+DFS fitness problems, kanji and digits each (None: all 100): with 25 the path lost PS's digits again
+    # on both seeds (run 63, dev: 86.5 against 94.0; 94.5 against 98.5)
+    hybrid_problems: int | None = None
     vlm_trials: int = 300  # 60 and 150 stopped short of the oracle's layout on seed 0 (runs 39-41)
     repeats: int = 3  # DFS: r, T = M * r slots
     fitness_limit: int | None = None  # problems of the fitness split (default: all 100)
@@ -98,9 +103,11 @@ def run_configs(zoo: Path, *, seed: int, budget: EvolveBudget, split: str = "tes
     mgsm = {"benchmark": "zoo-mgsm-ja", "split": "fitness", "limit": budget.fitness_limit, "metric": "acc_ja",
             **_subset(budget)}
     mgsm_test = {"benchmark": "zoo-mgsm-ja", "split": split, "metric": "acc_ja"}
-    # PS+DFS's fitness: kanji and digit problems alike; on kanji alone its path lost up to 20 points of PS's
-    # digits (seed 0: 73.5 against 94.0; with both 91.5, and 51.5 on kanji: run 61, dev)
-    both = {"callable": "evovlm.zoo.fitness:mgsm_ja_both_reply_logprob", "arguments": {"problems": budget.dfs_problems}}
+    # PS+DFS's fitness: kanji and digit problems alike (on kanji alone its path lost up to 20 points of PS's
+    # digits: run 61, dev), each the share of replies reproduced exactly plus the log-likelihood (which alone
+    # prefers paths that get a few answer digits wrong: 74.5 / 84.0 against the oracle's 82.5 / 98.5, run 63, dev)
+    both = {"callable": "evovlm.zoo.fitness:mgsm_ja_both_exact_logprob",
+            "arguments": {"problems": budget.hybrid_problems}}
     ps = {"method": "task_arithmetic", "base_model": refs["base"], "models": [refs["ja"], refs["math"]],
           "group_size": 2, "budget": {"trials": budget.ps_trials}}
     # W in [0.5, 1.5]: with [0, 2] the early random scales (about +-0.33) buried the first good flips (run 28)
@@ -303,6 +310,10 @@ def _text_checks(rows: list[dict], check: Callable[[str, bool, str], None]) -> N
           f"PS+DFS {row_value(rows, HYBRID_ROW, KANJI, 'acc_ja')}; PS {row_value(rows, PS_ROW, KANJI, 'acc_ja')}; "
           f"DFS oracle over PS {row_value(rows, PS_DFS_ORACLE, KANJI, 'acc_ja')}; on zoo-mgsm-ja PS+DFS {hybrid}, "
           f"PS {ps}; {test}")
+    # the kanji are worth nothing if the path costs PS's digits (it did on seed 0 before run 64: 88.8 against 94.8)
+    wins, losses, p = sign_test(rows, PS_ROW, HYBRID_ROW, mgsm)
+    check(DIGITS_CLAIM, not (ps > hybrid and p < SIGNIFICANCE),
+          f"PS+DFS {hybrid}; PS {ps}; sign test of PS against PS+DFS: {wins} problems won, {losses} lost, p = {p:.2g}")
 
 
 def format_table(result: dict) -> str:
