@@ -197,6 +197,7 @@ def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zo
         name for name, _ in rows if name.startswith(HAND_ROW))]
     from evovlm.io.yamlfile import read_yaml_file
 
+    assert read_yaml_file(out / "ps-dfs" / "config.yaml", "config")["runtime"]["workers"] == 1  # --dfs-workers
     hybrid_config = read_yaml_file(out / "ps-dfs" / "config.yaml", "config")["dfs"]
     assert hybrid_config["model_b"] == str(quick_zoo / "reader") and hybrid_config["scales"] == "none"
     assert hybrid_config["fitness"] == {"callable": "evovlm.zoo.fitness:mgsm_ja_both_exact_logprob",

@@ -53,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     evolve.add_argument("--dfs-generations", type=count(1), default=None,
                         help="DFS budget in generations (default 100)")
     evolve.add_argument("--dfs-workers", type=count(1), default=None,
-                        help="processes scoring DFS candidates (default: the CPU count, at most 4)")
+                        help="processes scoring the DFS, PS and PS+DFS candidates (default: the CPU count, at most 4)")
     evolve.add_argument("--fitness-subset", metavar="METHOD:SIZE", default=None,
                         help="reduced fitness for the PS, PS+DFS and VLM searches: each candidate answers SIZE "
                              "problems chosen by METHOD (irt, stratified, entropy, random), the rest estimated "

@@ -71,7 +71,8 @@ class EvolveBudget:
 
     ps_trials: int = 120
     dfs_generations: int = 100  # the paper's count; population 19 (4 + 3 ln 180 genes)
-    dfs_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))  # CPU processes
+    # CPU processes scoring the candidates of the DFS run and of the ps-dfs run (PS, then PS+DFS)
+    dfs_workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     # DFS fitness: reply log-likelihood on the first N fitness problems (None: all 100); 25 is 4x cheaper
     dfs_problems: int | None = 25
     hybrid_generations: int = 60  # PS+DFS over PS and the reader: found its blocks on both seeds (run 61)
@@ -121,7 +122,7 @@ def run_configs(zoo: Path, *, seed: int, budget: EvolveBudget, split: str = "tes
                    "dfs": {"model_a": "ps", "model_b": refs["reader"], **hybrid,
                            "budget": {"generations": budget.hybrid_generations}, "fitness": both,
                            "test": {"benchmark": KANJI, "split": split, "metric": "acc_ja"}},
-                   "fitness": mgsm, "test": mgsm_test},
+                   "fitness": mgsm, "test": mgsm_test, "runtime": {"workers": budget.dfs_workers}},
         "dfs": {"mode": "dfs", "seed": seed, "dfs": {"model_a": refs["ja"], "model_b": refs["math"], **dfs},
                 "budget": {"generations": budget.dfs_generations},
                 "fitness": {"callable": "evovlm.zoo.fitness:mgsm_ja_reply_logprob",
