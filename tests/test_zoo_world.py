@@ -295,7 +295,7 @@ def test_the_exact_reply_fitness_against_hand_computed_values():
     from evovlm.eval.prompts import build_prompt
     from evovlm.zoo.benchmarks import load_zoo, reference_replies
     from evovlm.zoo.build import zoo_tokenizer
-    from evovlm.zoo.fitness import mgsm_ja_both_exact_logprob, reply_scores
+    from evovlm.zoo.fitness import mgsm_ja_both_exact_logprob, mgsm_ja_exact_logprob, reply_scores
     from evovlm.zoo.train import qa_batch
 
     tokenizer = zoo_tokenizer()
@@ -309,6 +309,9 @@ def test_the_exact_reply_fitness_against_hand_computed_values():
     reader = _KanjiReaderLM(vocabulary, set(tokenizer.convert_tokens_to_ids(list(world.KANJI_DIGITS.values()))))
     assert mgsm_ja_both_exact_logprob(reader, tokenizer, problems=4) == pytest.approx(0.5 - log_v / 2, rel=1e-6)
     assert mgsm_ja_both_exact_logprob(reader, tokenizer, problems=4, exact_weight=2) == pytest.approx(1 - log_v / 2)
+    # the digit problems alone: none exact, -log V; and 1 + 0 for the copier
+    assert mgsm_ja_exact_logprob(reader, tokenizer, problems=4, exact_weight=2) == pytest.approx(-log_v, rel=1e-6)
+    assert mgsm_ja_exact_logprob(_CopyLM(vocabulary), tokenizer, problems=4) == pytest.approx(1.0, abs=1e-6)
     # one token slips in the first of 2 problems (batched with its padding): exact 1/2, and that reply's mean
     # log-probability loses about log(vocabulary) over its reply tokens
     samples = load_zoo("zoo-mgsm-ja", split="fitness").samples[:2]
@@ -318,5 +321,6 @@ def test_the_exact_reply_fitness_against_hand_computed_values():
     exact, logprob = reply_scores(_OneSlipLM(vocabulary), tokenizer, "zoo-mgsm-ja", "fitness", 2)
     slipped = -math.log(math.exp(1e-3) + vocabulary - 1)  # the right token's log-probability (its logit is 0)
     assert exact == 0.5 and logprob == pytest.approx(slipped / reply_tokens / 2, rel=1e-6)
-    with pytest.raises(EvoVLMError, match="exact_weight: a number of at least 0"):
-        mgsm_ja_both_exact_logprob(reader, tokenizer, problems=4, exact_weight=-1)
+    for fitness in (mgsm_ja_both_exact_logprob, mgsm_ja_exact_logprob):
+        with pytest.raises(EvoVLMError, match="exact_weight: a number of at least 0"):
+            fitness(reader, tokenizer, problems=4, exact_weight=-1)

@@ -45,19 +45,33 @@ def mgsm_ja_both_reply_logprob(model: Any, tokenizer: Any, problems: int | None 
     return (1 - digits_weight) * kanji + digits_weight * mgsm_ja_reply_logprob(model, tokenizer, problems)
 
 
+def mgsm_ja_exact_logprob(model: Any, tokenizer: Any, problems: int | None = None,
+                          exact_weight: float = 1.0) -> float:
+    """zoo-mgsm-ja alone: the share of reference replies reproduced token for token plus their mean
+    log-probability, as :func:`mgsm_ja_both_exact_logprob` takes it on each benchmark."""
+    return exact_logprob(model, tokenizer, "zoo-mgsm-ja", problems, exact_weight)
+
+
 def mgsm_ja_both_exact_logprob(model: Any, tokenizer: Any, problems: int | None = None,
                                exact_weight: float = 1.0) -> float:
     """Kanji and digit problems alike: the share of reference replies the model reproduces token for
     token (teacher-forced argmax, what greedy decoding would write), plus the mean log-probability as
     the guide. The log-probability alone prefers paths whose answer digits go wrong, a few tokens of a
     long reply (run 63); this counts what accuracy counts, in the same one forward pass."""
-    if isinstance(exact_weight, bool) or not isinstance(exact_weight, (int, float)) or exact_weight < 0:
-        raise EvoVLMError(f"exact_weight: a number of at least 0, got {exact_weight!r}")
     value = 0.0
     for benchmark in ("zoo-mgsm-ja-kanji", "zoo-mgsm-ja"):
-        exact, logprob = reply_scores(model, tokenizer, benchmark, "fitness", problems)
-        value += 0.5 * (exact_weight * exact + logprob)
+        value += 0.5 * exact_logprob(model, tokenizer, benchmark, problems, exact_weight)
     return value
+
+
+def exact_logprob(model: Any, tokenizer: Any, benchmark: str, problems: int | None = None,
+                  exact_weight: float = 1.0) -> float:
+    """``exact_weight`` x the share of exact replies + the mean reply log-probability, on ``benchmark``'s
+    fitness split."""
+    if isinstance(exact_weight, bool) or not isinstance(exact_weight, (int, float)) or exact_weight < 0:
+        raise EvoVLMError(f"exact_weight: a number of at least 0, got {exact_weight!r}")
+    exact, logprob = reply_scores(model, tokenizer, benchmark, "fitness", problems)
+    return exact_weight * exact + logprob
 
 
 def reply_logprob(model: Any, tokenizer: Any, benchmark: str, split: str, problems: int | None = None) -> float:
