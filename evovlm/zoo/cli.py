@@ -45,10 +45,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     budgets = evolve.add_mutually_exclusive_group()
     budgets.add_argument("--quick", action="store_const", const="quick", dest="budget", default="default",
                          help="a short budget (40 DFS and 30 PS+DFS generations, 100 VLM candidates): the text "
-                              "half in about 5 minutes on 2 cores")
+                              "half in about 10 minutes on 2 cores")
     budgets.add_argument("--full", action="store_const", const="full", dest="budget",
                          help="the published settings: every fitness problem for every candidate (19 minutes on 2 "
-                              "cores before run 61's PS+DFS stage, which adds about 19 on one core)")
+                              "cores before run 61's PS+DFS stage, which adds about 27 on one core since run 64)")
     evolve.add_argument("--ps-trials", type=count(1), default=None, help="PS budget in candidates (default 120)")
     evolve.add_argument("--dfs-generations", type=count(1), default=None,
                         help="DFS budget in generations (default 100)")
