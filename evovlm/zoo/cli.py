@@ -45,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     budgets = evolve.add_mutually_exclusive_group()
     budgets.add_argument("--quick", action="store_const", const="quick", dest="budget", default="default",
                          help="a short budget (40 DFS and 30 PS+DFS generations, 100 VLM candidates): the text "
-                              "half in about 10 minutes on 2 cores")
+                              "half in about 8 minutes on 2 cores")
     budgets.add_argument("--full", action="store_const", const="full", dest="budget",
                          help="the published settings: every fitness problem for every candidate (19 minutes on 2 "
                               "cores before run 61's PS+DFS stage, which adds about 27 on one core since run 64)")
