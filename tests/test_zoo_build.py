@@ -131,6 +131,27 @@ def test_report_measures_every_row_and_criterion(quick_zoo, tmp_path, capsys):
     assert "cannot be combined with --split" in capsys.readouterr().err
 
 
+def test_text_report_measures_a_zoo_without_its_vlm(quick_zoo, tmp_path, capsys):
+    import shutil
+
+    zoo = tmp_path / "zoo"  # a zoo built with `--only base ja math reader`
+    for name in ("base", "ja", "math", "reader"):
+        shutil.copytree(quick_zoo / name, zoo / name)
+    shutil.copy(quick_zoo / "build.json", zoo / "build.json")
+    out = tmp_path / "report.json"
+    assert main(["zoo", "report", "--zoo", str(zoo), "--limit", "1", "--quiet", "--out", str(out)]) == 2
+    assert "lacks vlm" in capsys.readouterr().err  # the whole table needs the VLM: said, not a traceback
+    assert main(["zoo", "report", "--zoo", str(zoo), "--half", "text", "--limit", "1", "--quiet",
+                 "--out", str(out)]) in (0, 1)
+    report = json.loads(out.read_text())
+    assert report["half"] == "text" and {row["benchmark"] for row in report["rows"]} == {
+        "zoo-ja-qa", "zoo-math-en", "zoo-mgsm-ja", "zoo-mgsm-ja-kanji"}
+    assert len(report["rows"]) == 2 + 7 + 7 and len(report["checks"]) == 6
+    own = next(item for item in report["checks"] if item["criterion"] == "each expert >= 90% on its own task")
+    assert own["numbers"].startswith("ja ") and "vlm" not in own["numbers"]
+    assert not any("VLM" in item["criterion"] or "zoo-vqa" in item["criterion"] for item in report["checks"])
+
+
 def test_build_settings_changes_are_typed_and_checked(tmp_path, capsys):
     from evovlm.zoo.build import ZooSettings
 
@@ -197,8 +218,9 @@ def test_zoo_evolve_runs_ps_dfs_hybrid_and_vlm_and_installs_the_results(quick_zo
         name for name, _ in rows if name.startswith(HAND_ROW))]
     from evovlm.io.yamlfile import read_yaml_file
 
-    assert read_yaml_file(out / "ps-dfs" / "config.yaml", "config")["runtime"]["workers"] == 1  # --dfs-workers
-    hybrid_config = read_yaml_file(out / "ps-dfs" / "config.yaml", "config")["dfs"]
+    ps_dfs_config = read_yaml_file(out / "ps-dfs" / "config.yaml", "config")
+    assert ps_dfs_config["runtime"]["workers"] == 1  # --dfs-workers
+    hybrid_config = ps_dfs_config["dfs"]
     assert hybrid_config["model_b"] == str(quick_zoo / "reader") and hybrid_config["scales"] == "none"
     assert hybrid_config["fitness"] == {"callable": "evovlm.zoo.fitness:mgsm_ja_both_exact_logprob",
                                         "arguments": {"problems": 2}}
@@ -274,8 +296,9 @@ def test_the_dfs_claims_on_hand_counted_rows():
     from evovlm.zoo.evolution import DIGITS_CLAIM
 
     assert not passed[DIGITS_CLAIM]["passed"]
-    assert "PS+DFS 80.0; PS 90.0; sign test of PS against PS+DFS: 10 problems won, 0 lost, p = 0.00098" in passed[
-        DIGITS_CLAIM]["numbers"]
+    digits_numbers = passed[DIGITS_CLAIM]["numbers"]
+    assert "PS+DFS 80.0; PS 90.0; PS's sign test against evolved PS+DFS: 10 problems won, 0 lost, p = 0.00098" in (
+        digits_numbers)
     kept = [r for r in digits if r["model"] != HYBRID_ROW] + [row(HYBRID_ROW, 88, "zoo-mgsm-ja")]
     assert checks(43, digit_rows=kept)[DIGITS_CLAIM]["passed"]
     assert not checks(7)[claim]["passed"]  # 4 won against PS, 0 lost: p = 1/16

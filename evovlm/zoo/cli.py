@@ -77,6 +77,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="dev while designing a zoo; test (the default) for the reported table")
     report.add_argument("--data-seed", type=count(0), default=None,
                         help="score on a fresh draw instead of the test splits")
+    report.add_argument("--half", choices=("text",), default=None,
+                        help="only the text and kanji rows and criteria: a zoo built without its VLM")
     report.add_argument("--out", type=Path, default=None, help="also write the report as JSON here")
     report.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -164,11 +166,12 @@ def _report(args: argparse.Namespace) -> int:
     from evovlm.io.atomic import write_atomic
     from evovlm.zoo.report import acceptance_report, format_report
 
-    zoo = _built_zoo(args.zoo)
+    text_only = args.half == "text"
+    zoo = _built_zoo(args.zoo, ("base", "ja", "math", "reader") if text_only else MODELS)
     if args.data_seed is not None and args.split is not None:
         raise EvoVLMError("--data-seed draws a fresh set; it cannot be combined with --split")
     report = acceptance_report(zoo, limit=args.limit, data_seed=args.data_seed, split=args.split or "test",
-                               progress=not args.quiet)
+                               vlm=not text_only, progress=not args.quiet)
     print(format_report(report))
     if args.out:
         write_atomic(args.out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")

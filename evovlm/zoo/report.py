@@ -187,7 +187,8 @@ def score_sources_and_baselines(table: TableScorer, zoo: Path, *, own_tasks: boo
         table.log("sources on their own tasks")
         table.score("ja", zoo / "ja", "zoo-ja-qa", ("content_ja",))
         table.score("math", zoo / "math", "zoo-math-en", ("acc",))
-        table.score("vlm", zoo / "vlm", "zoo-vqa-en", ("content",))
+        if vlm:
+            table.score("vlm", zoo / "vlm", "zoo-vqa-en", ("content",))
     if text:
         table.log("zoo-mgsm-ja: sources, uniform merges, oracle")
         for name in ("base", "ja", "math"):
@@ -241,18 +242,20 @@ def score_vlm_baselines(table: TableScorer, zoo: Path, refs: dict[str, str], lay
 
 
 def acceptance_report(zoo: str | Path, *, limit: int | None = None, data_seed: int | None = None,
-                      split: str = "test", progress: bool = True, log: Callable[[str], None] = print) -> dict:
+                      split: str = "test", vlm: bool = True, progress: bool = True,
+                      log: Callable[[str], None] = print) -> dict:
     """Measure every row of the acceptance table; returns ``{"rows": [...], "checks": [...]}``.
 
     ``split``: ``dev`` while designing the zoo, ``test`` once, for the table that is reported.
+    ``vlm=False``: the text and kanji rows and criteria only (a zoo built without its VLM).
     """
     zoo = Path(zoo).resolve()
     with tempfile.TemporaryDirectory(prefix="evovlm-zoo-report-") as scratch:
         table = TableScorer(scratch, limit=limit, data_seed=data_seed, split=split, progress=progress, log=log)
-        score_sources_and_baselines(table, zoo)
+        score_sources_and_baselines(table, zoo, vlm=vlm)
         score_kanji_baselines(table, zoo, zoo_refs(zoo), *zoo_shape(zoo))
-    return {"zoo": str(zoo), "split": table.split, "data_seed": data_seed, "limit": limit, "rows": table.rows,
-            "checks": acceptance_checks(table.rows)}
+    return {"zoo": str(zoo), "split": table.split, "data_seed": data_seed, "limit": limit,
+            "half": None if vlm else "text", "rows": table.rows, "checks": acceptance_checks(table.rows, vlm=vlm)}
 
 
 def row_value(rows: list[dict], model: str, bench: str, key: str) -> float:
@@ -315,15 +318,17 @@ def vlm_baseline_checks(rows: list[dict], model: str, check: Callable[[str, bool
           f"{model} {value}, vlm {row_value(rows, 'vlm', vqa, 'content_ja')}; {test}")
 
 
-def acceptance_checks(rows: list[dict]) -> list[dict]:
-    """The issue's criteria, each with the numbers it was decided on."""
+def acceptance_checks(rows: list[dict], *, vlm: bool = True) -> list[dict]:
+    """The issue's criteria, each with the numbers it was decided on (``vlm=False``: the text ones only)."""
     mgsm = "zoo-mgsm-ja"
     checks = []
 
     def check(text: str, passed: bool, numbers: str) -> None:
         checks.append({"criterion": text, "passed": bool(passed), "numbers": numbers})
 
-    own = {"ja": ("zoo-ja-qa", "content_ja"), "math": ("zoo-math-en", "acc"), "vlm": ("zoo-vqa-en", "content")}
+    own = {"ja": ("zoo-ja-qa", "content_ja"), "math": ("zoo-math-en", "acc")}
+    if vlm:
+        own["vlm"] = ("zoo-vqa-en", "content")
     own_scores = {name: row_value(rows, name, *spec) for name, spec in own.items()}
     check("each expert >= 90% on its own task", min(own_scores.values()) >= 90,
           ", ".join(f"{k} {v}" for k, v in own_scores.items()))
@@ -345,6 +350,8 @@ def acceptance_checks(rows: list[dict]) -> list[dict]:
           f"(a path exists that no weight average gives)", passed,
           f"DFS oracle {row_value(rows, DFS_ORACLE, KANJI, 'acc_ja')}; "
           + ", ".join(f"{name} {row_value(rows, name, KANJI, 'acc_ja')}" for name in competitors) + f"; {test}")
+    if not vlm:
+        return checks
     oracle_vqa = row_value(rows, VLM_ORACLE, "zoo-vqa-ja", "content_ja")
     check("VLM oracle >= 70% content_ja on zoo-vqa-ja (a good merge exists)", oracle_vqa >= 70,
           f"{VLM_ORACLE} {oracle_vqa}")
