@@ -140,7 +140,7 @@ def test_text_report_measures_a_zoo_without_its_vlm(quick_zoo, tmp_path, capsys)
     shutil.copy(quick_zoo / "build.json", zoo / "build.json")
     out = tmp_path / "report.json"
     assert main(["zoo", "report", "--zoo", str(zoo), "--limit", "1", "--quiet", "--out", str(out)]) == 2
-    assert "lacks vlm" in capsys.readouterr().err  # the whole table needs the VLM: said, not a traceback
+    assert "lacks vlm: `--half text` measures" in capsys.readouterr().err  # said, with the way out
     assert main(["zoo", "report", "--zoo", str(zoo), "--half", "text", "--limit", "1", "--quiet",
                  "--out", str(out)]) in (0, 1)
     report = json.loads(out.read_text())

@@ -167,7 +167,10 @@ def _report(args: argparse.Namespace) -> int:
     from evovlm.zoo.report import acceptance_report, format_report
 
     text_only = args.half == "text"
-    zoo = _built_zoo(args.zoo, ("base", "ja", "math", "reader") if text_only else MODELS)
+    zoo = _built_zoo(args.zoo, ("base", "ja", "math", "reader"))
+    if not text_only and not (zoo / "vlm" / "config.json").is_file():  # a text table can still be measured
+        raise EvoVLMError(f"{zoo} lacks vlm: `--half text` measures the text and kanji rows without it "
+                          f"(or build the VLM first: `evovlm zoo build`)")
     if args.data_seed is not None and args.split is not None:
         raise EvoVLMError("--data-seed draws a fresh set; it cannot be combined with --split")
     report = acceptance_report(zoo, limit=args.limit, data_seed=args.data_seed, split=args.split or "test",
