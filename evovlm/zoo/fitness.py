@@ -13,6 +13,7 @@ Use it in an evolve config as ``fitness: {callable: "evovlm.zoo.fitness:mgsm_ja_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -87,8 +88,15 @@ def reply_scores(model: Any, tokenizer: Any, benchmark: str, split: str,
     if problems is not None and (isinstance(problems, bool) or not isinstance(problems, int) or problems < 1):
         raise EvoVLMError(f"problems: a whole number of at least 1 (or none for all), got {problems!r}")
     samples = load_zoo(benchmark, split=split).samples[:problems]
-    prompts = [build_prompt("zoo-qa", sample.question) for sample in samples]
-    replies = [" " + reply for reply in reference_replies(benchmark, split)[:problems]]  # as the zoo was trained
+    return score_replies(model, tokenizer, [sample.question for sample in samples],
+                         reference_replies(benchmark, split)[:problems])
+
+
+@torch.no_grad()
+def score_replies(model: Any, tokenizer: Any, questions: Sequence[str], replies: Sequence[str]) -> tuple[float, float]:
+    """:func:`reply_scores` for any zoo-qa ``questions`` and their full reference ``replies``."""
+    prompts = [build_prompt("zoo-qa", question) for question in questions]
+    replies = [" " + reply for reply in replies]  # as the zoo was trained
     device = next(model.parameters()).device
     exact, per_problem = [], []
     for start in range(0, len(prompts), BATCH_SIZE):
