@@ -2,11 +2,12 @@
 generation), scored on zoo-mgsm-ja with its evolved scales and with every scale 1: the share of exact replies /
 the mean reply log-likelihood on the fitness split and on dev. Shows what the scale matrix W buys.
 
-    python generation_best.py RUN_DIR ZOO [EVERY]
+    PYTHONPATH=scripts/dfs-reader python generation_best.py RUN_DIR ZOO [EVERY]
 """
-import json
 import sys
 from pathlib import Path
+
+from dfsrun import generation_bests
 
 import evovlm.zoo  # noqa: F401  (registers the zoo benchmarks)
 from evovlm.dfs.modeling import EvoDFSForCausalLM
@@ -19,13 +20,7 @@ from evovlm.zoo.paths import path_name
 run, zoo = Path(sys.argv[1]), Path(sys.argv[2])
 every = int(sys.argv[3]) if len(sys.argv) > 3 else 5
 genome = DFSGenome(load_config(run / "config.yaml").dfs, 6, 6)
-best: dict[int, tuple[float, list[float]]] = {}
-for line in open(run / "history.jsonl"):
-    record = json.loads(line)
-    if record.get("type") == "candidate" and record.get("fitness") is not None:
-        generation = record["generation"]
-        if generation not in best or record["fitness"] > best[generation][0]:
-            best[generation] = (record["fitness"], record["genome"])
+best = generation_bests(run)
 runner_a, runner_b = load_runner(str(zoo / "ja")), load_runner(str(zoo / "math"))
 dfs, tokenizer = EvoDFSForCausalLM.from_models(runner_a.model, runner_b.model), runner_a.tokenizer
 so_far = float("-inf")

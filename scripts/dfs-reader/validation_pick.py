@@ -4,11 +4,11 @@ digits); then the dev scores of the path with the best of those and of the run's
 
     PYTHONPATH=scripts/dfs-reader python validation_pick.py RUN ZOO MODEL    (RUN: a hybrid_search.py output)
 """
-import json
 import sys
 from pathlib import Path
 
 from accfit import accuracy
+from dfsrun import generation_bests
 
 import evovlm.zoo  # noqa: F401  (registers the zoo benchmarks)
 from evovlm.dfs.modeling import EvoDFSForCausalLM
@@ -19,13 +19,7 @@ from evovlm.zoo.paths import path_name
 
 run, zoo, model = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 genome = DFSGenome(load_config(run / "config.yaml").dfs, 6, 6)
-best: dict[int, tuple[float, list[float]]] = {}
-for line in open(run / "history.jsonl"):
-    record = json.loads(line)
-    if record.get("type") == "candidate" and record.get("fitness") is not None:
-        generation = record["generation"]
-        if generation not in best or record["fitness"] > best[generation][0]:
-            best[generation] = (record["fitness"], record["genome"])
+best = generation_bests(run)
 runner_a, reader = load_runner(model), load_runner(str(zoo / "reader"))
 dfs = EvoDFSForCausalLM.from_models(runner_a.model, reader.model)
 tokenizer = runner_a.tokenizer
