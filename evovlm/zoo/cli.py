@@ -106,6 +106,9 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+TEXT_MODELS = ("base", "ja", "math", "reader")  # what the text half (evolution and acceptance rows) needs
+
+
 def _built_zoo(zoo: Path | None, needed: Collection[str] = MODELS) -> Path:
     zoo = zoo or DEFAULT_OUT
     missing = [name for name in MODELS if name in needed and not (zoo / name / "config.json").is_file()]
@@ -129,7 +132,7 @@ def _evolve(args: argparse.Namespace) -> int:
         zoo_evolution,
     )
 
-    needed = {"text": ("base", "ja", "math", "reader"), "vlm": ("base", "ja", "vlm")}.get(args.half, MODELS)
+    needed = {"text": TEXT_MODELS, "vlm": ("base", "ja", "vlm")}.get(args.half, MODELS)
     zoo = _built_zoo(args.zoo, needed)
     budget = BUDGETS[args.budget]
     if args.ps_trials:
@@ -167,7 +170,7 @@ def _report(args: argparse.Namespace) -> int:
     from evovlm.zoo.report import acceptance_report, format_report
 
     text_only = args.half == "text"
-    zoo = _built_zoo(args.zoo, ("base", "ja", "math", "reader"))
+    zoo = _built_zoo(args.zoo, TEXT_MODELS)
     if not text_only and not (zoo / "vlm" / "config.json").is_file():  # a text table can still be measured
         raise EvoVLMError(f"{zoo} lacks vlm: `--half text` measures the text and kanji rows without it "
                           f"(or build the VLM first: `evovlm zoo build`)")
