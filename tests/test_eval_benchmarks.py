@@ -177,6 +177,13 @@ def test_vqa_parquet(tmp_path, no_default_data):
     pq.write_table(table, path)
     [sample] = load_benchmark("ja-vg-vqa-500", path=path).samples
     assert (sample.question, sample.reference, sample.image.size) == ("何？", "猫", (8, 8))
+    pq.write_table(pa.table({"image": [{"bytes": b"not an image", "path": "x.png"}], "question": ["q"],
+                             "answer": ["a"]}), tmp_path / "junk.parquet")
+    with pytest.raises(EvoVLMError, match=r"junk.parquet row 0: its image bytes are not a readable image"):
+        load_benchmark("ja-vg-vqa-500", path=tmp_path / "junk.parquet")
+    (tmp_path / "text.jsonl").write_text('{"image": {"bytes": "iVBORw0KGgo="}, "question": "q", "answer": "a"}\n')
+    with pytest.raises(EvoVLMError, match="text.jsonl:1: image bytes must be binary data .* not str"):
+        load_benchmark("ja-vg-vqa-500", path=tmp_path / "text.jsonl")
     pq.write_table(pa.table({"question": ["q"], "answer": ["a"]}), tmp_path / "noimg.parquet")
     with pytest.raises(EvoVLMError, match="no column 'image'"):
         load_benchmark("ja-vg-vqa-500", path=tmp_path / "noimg.parquet")

@@ -94,8 +94,10 @@ def test_benchmark_fitness_into_a_vlm_language_tower_with_test_rescore(tmp_path)
     assert summary["test"]["metric"] == "acc_ja" and summary["test"]["score"]["n"] == 3
     assert summary["model_dir"] is None
     bad = {**config, "fitness": {**bench, "metric": "accuracy"}}
-    with pytest.raises(EvoVLMError, match="metric 'accuracy' is not in the mgsm-ja summary; available: n, acc, "):
+    with pytest.raises(EvoVLMError, match="metric 'accuracy' is not a score of mgsm-ja; its scores: acc, "):
         run_evolution(bad, tmp_path / "bad")
+    with pytest.raises(EvoVLMError, match="metric 'n_resamples' is not a score of mgsm-ja"):  # a summary's setting
+        run_evolution({**config, "fitness": {**bench, "metric": "n_resamples"}}, tmp_path / "meta")
     with pytest.raises(EvoVLMError, match="unknown benchmark 'mgsm-jp'"):  # before any directory or model
         run_evolution({**config, "fitness": {**bench, "benchmark": "mgsm-jp"}}, tmp_path / "typo")
     assert not (tmp_path / "typo").exists()
@@ -179,7 +181,7 @@ def test_a_fitness_can_weigh_several_summary_keys():
     config = config_from_dict({"mode": "ps", "ps": ps_section(), "fitness": {
         "benchmark": "mgsm-ja", "limit": 2, "metric": {"acc": 1.0, "rougeL": 0.5},
         "generation": {"max_new_tokens": 4}}})
-    with pytest.raises(Exception, match="'rougeL' is not in the mgsm-ja summary"):
+    with pytest.raises(Exception, match="'rougeL' is not a score of mgsm-ja"):
         make_scorer(config.fitness)(load_runner(TINY / "ja"))
     # the zoo's MATH expert: right on every problem (acc 100), in English (acc_ja 0)
     config = config_from_dict({"mode": "ps", "ps": ps_section(), "fitness": {

@@ -171,6 +171,25 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
     assert CALLS["n"] == 6 * 9 - (9 * 3 + 3)
 
 
+def test_resume_refuses_a_history_that_lost_scored_generations(tmp_path):
+    """The optimiser state says 3 generations were told; a history cut to generation 0 would let the best be
+    chosen from what is left, with generations 1-2 silently gone."""
+    CALLS.update(n=0, crash_at=9 * 3 + 4)
+    run = tmp_path / "run"
+    with pytest.raises(Crash):
+        run_evolution(config(6, fitness={"synthetic": crashing}), run)
+    lines = (run / "history.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["generation"] == 0]
+    (run / "history.jsonl").write_text("\n".join(kept) + "\n")
+    CALLS.update(n=0, crash_at=None)
+    with pytest.raises(EvoVLMError, match=r"lacks candidates of generation\(s\) 1-2, which the saved optimiser"):
+        run_evolution(None, run, resume=True)
+    (run / "history.jsonl").write_text("")
+    with pytest.raises(EvoVLMError, match=r"generation\(s\) 0-2"):
+        run_evolution(None, run, resume=True)
+    assert CALLS["n"] == 0  # nothing was scored again
+
+
 def test_validation_picks_the_final_snapshot_and_test_rescores_it(tmp_path):
     summary = run_evolution(config(4, validation={"synthetic": "sphere", "target": [0.5] * 6},
                                    test={"synthetic": "sphere", "target": [0.45] * 6}), tmp_path / "run")

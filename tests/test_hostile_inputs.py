@@ -420,7 +420,9 @@ def test_a_long_chat_history_through_the_api_stays_bounded(hostile_app):
     ("method: linear\nmodels:\n  - model: [1, 2]\n", ["models[0].model"]),
     (f"method: linear\ndtype: float8\nmodels:\n  - model: {TINY / 'ja'}\n",
      ["dtype: input should be", "'bf16'", "got 'float8'"]),
-], ids=["inf-weight", "mergekit-nan", "text-lambda", "non-bool", "list-model", "dtype"])
+    (f"method: linear\nmodels:\n  - model: {TINY / 'ja'}\n    weight: {{default: 1, layers.1-5: 0.5}}\n",
+     ["models[0].weight: layers.1-5 names a layer that", "it has 2 decoder layers, layers.0-1"]),
+], ids=["inf-weight", "mergekit-nan", "text-lambda", "non-bool", "list-model", "dtype", "layer-out-of-range"])
 def test_bad_recipe_values_are_messages_and_write_nothing(tmp_path, text, words):
     refused(cli("merge", recipe(tmp_path / "r.yaml", text), "--out", tmp_path / "o"), *words)
     assert not (tmp_path / "o").exists() and hidden_leftovers(tmp_path) == []
@@ -502,3 +504,43 @@ def test_out_of_range_numbers_are_usage_errors(tmp_path, argv, capsys):
     assert code == 2 and "Traceback" not in err and err.startswith(f"evovlm {argv[0]}"), err
     assert argv[-2] in err or "shard size" in err, err  # the message names the option
     assert not (tmp_path / "o").exists()
+
+
+UNWRITABLE = [  # F: a plain file, so F/x can never be created; /proc refuses new files even to root
+    ("eval", "--model", "M", "--bench", "zoo-mgsm-ja", "--limit", "1", "--out", "F/r.json"),
+    ("eval", "--model", "M", "--bench", "zoo-mgsm-ja", "--limit", "1", "--out", "/proc/r.json"),
+    ("evolve", "C", "--out", "F/run"),
+    ("evolve", "C", "--out", "/proc/evovlm-run"),
+    ("zoo", "evolve", "--quick", "--half", "text", "--out", "F"),
+    ("zoo", "build", "--quick", "--out", "F/zoo"),
+    ("zoo", "report", "--half", "text", "--limit", "1", "--out", "F/r.json"),
+]
+
+
+@pytest.mark.parametrize("argv", UNWRITABLE, ids=[" ".join((a[0], a[1], a[-1])) for a in UNWRITABLE])
+def test_an_output_that_cannot_be_written_is_refused_before_the_work(tmp_path, argv, capsys):
+    """Once, `eval` ran every problem and then died writing its results; `zoo build` trained the base first."""
+    blocker = tmp_path / "f"
+    blocker.write_text("mine")
+    files = {"F": blocker, "M": TINY / "ja", "C": REPO / "examples" / "evolve-ps-tiny.yaml"}
+    argv = [str(files.get(word, word)).replace("F/", f"{blocker}/") for word in argv]
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2 and "Traceback" not in captured.err and "--out: cannot create files in" in captured.err, captured
+    assert captured.out == ""  # no scores, table or model came before the refusal
+    assert blocker.read_text() == "mine"
+
+
+def test_eval_refuses_a_checkpoint_missing_a_weight(tmp_path, capsys):
+    """transformers would fill the tensor with random values and only log it; the score would mean nothing."""
+    model = tmp_path / "ja"
+    shutil.copytree(TINY / "ja", model)
+    tensors = load_file(model / "model.safetensors")
+    name = next(key for key in sorted(tensors) if key.endswith("input_layernorm.weight"))
+    del tensors[name]
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    code = main(["eval", "--model", str(model), "--bench", "zoo-mgsm-ja", "--limit", "1",
+                 "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot load {model}: its checkpoint lacks {name}" in err, err
+    assert not (tmp_path / "r.json").exists()

@@ -643,6 +643,24 @@ def test_reader_problems_hold_digit_problems_unchanged_and_zero_draws_as_before(
         _build(Path("unused"), 0, ZooSettings.quick().with_changes(["reader_problems=1.5"]), False, ("reader",))
 
 
+@pytest.mark.parametrize("change, message", [
+    ("ja_steps=-5", "ja_steps must be at least 1, got -5"),  # was a ZeroDivisionError after pretraining
+    ("hidden=30", r"hidden must be a multiple of 2 x heads \(8\)"),  # was RoPE's error from transformers
+    ("kv_heads=3", r"kv_heads must divide heads \(4\)"),
+    ("output_blocks=4", r"output_blocks must be less than layers \(4\)"),
+    ("pretrain_lr=nan", "pretrain_lr must be above 0, got nan"),
+    ("math_ja_share=1.5", "math_ja_share is a share from 0 to 1"),
+])
+def test_zoo_settings_refuse_what_the_build_cannot_use(tmp_path, change, message):
+    from evovlm.zoo.build import ZooSettings, build_zoo
+
+    with pytest.raises(EvoVLMError, match=message):
+        build_zoo(tmp_path / "zoo", settings=ZooSettings.quick().with_changes([change]))
+    assert not (tmp_path / "zoo").exists()  # refused before anything was written
+    ZooSettings().check()
+    ZooSettings.quick().check()
+
+
 def test_the_table_merges_a_recipe_once(quick_zoo, tmp_path):
     from evovlm.zoo.report import ORACLE, TableScorer, llm_recipes, zoo_refs, zoo_shape
 

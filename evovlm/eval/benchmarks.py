@@ -360,7 +360,14 @@ def _vqa_sample(row: dict, index: int, where: str, *, image_base: Path | None, l
         from PIL import Image
 
         ref = f"{label}#{index}" + (f"/{image['path']}" if image.get("path") else "")
-        return Sample(sample_id, str(question), str(answer), Image.open(io.BytesIO(image["bytes"])), ref)
+        data = image["bytes"]
+        if not isinstance(data, (bytes, bytearray)):  # e.g. base64 text in a JSONL file
+            raise EvoVLMError(f"{where}: image bytes must be binary data (a parquet binary column), not "
+                              f"{type(data).__name__}; in JSONL give the image as a file path")
+        try:
+            return Sample(sample_id, str(question), str(answer), Image.open(io.BytesIO(data)), ref)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise EvoVLMError(f"{where}: its image bytes are not a readable image ({exc})") from None
     image_path = Path(image["path"] if isinstance(image, dict) else str(image)).expanduser()
     if not image_path.is_absolute() and image_base is not None:
         image_path = image_base / image_path

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise EvoVLMError(f"--out {out} is a directory; give a file name such as {out / 'results.json'}")
 
+    from evovlm.io.atomic import ensure_writable_folder
     from evovlm.io.resolve import resolve_model_path
 
     bench = load_benchmark(args.bench, split=args.split, data_seed=args.data_seed, path=args.data, limit=args.limit)
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
         build_prompt(settings.template, "?")  # an unknown template fails here, before the model loads
     model_dir = resolve_model_path(args.model)
+    ensure_writable_folder(out.parent)  # now, not after the whole evaluation
 
     from evovlm.eval.evaluate import evaluate, format_summary, write_results
     from evovlm.eval.runners import load_runner, pick_device_dtype

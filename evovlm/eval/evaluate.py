@@ -168,7 +168,7 @@ def write_results(results: dict, path: str | os.PathLike) -> Path:
     return write_atomic(path, json.dumps(results, ensure_ascii=False, indent=2) + "\n")
 
 
-_SUMMARY_META = {"n", "ci_confidence", "bootstrap_seed", "n_resamples"}
+SUMMARY_META = {"n", "ci_confidence", "bootstrap_seed", "n_resamples"}  # in a summary, not scores
 
 
 def format_summary(results: dict) -> str:
@@ -180,7 +180,7 @@ def format_summary(results: dict) -> str:
         f"{'metric':<12}{'value':>9}  {'CI':<20}",
     ]
     for name, value in summary.items():
-        if name in _SUMMARY_META or name.endswith(("_ci_low", "_ci_high")) or not isinstance(value, (int, float)):
+        if name in SUMMARY_META or name.endswith(("_ci_low", "_ci_high")) or not isinstance(value, (int, float)):
             continue
         low, high = summary.get(f"{name}_ci_low"), summary.get(f"{name}_ci_high")
         ci = f"[{low:.2f}, {high:.2f}]" if low is not None and high is not None else ""

@@ -164,7 +164,7 @@ class BaseRunner:
         safe = check_weights_format(str(path), Path(path), allow_pickle)
         dev, torch_dtype = pick_device_dtype(device, dtype)
         preprocessor = _load(getattr(transformers, cls.auto_preprocessor), path)
-        model = _load(getattr(transformers, cls.auto_model), path, dtype=torch_dtype, use_safetensors=safe)
+        model = _load_model(getattr(transformers, cls.auto_model), path, dtype=torch_dtype, use_safetensors=safe)
         return cls(model.to(dev), preprocessor, name=str(path))
 
     @property
@@ -354,6 +354,18 @@ def _load(auto_cls: Any, path: str | Path, **kwargs: Any) -> Any:
     except Exception as exc:  # damaged weights, refused pickles, configs this transformers cannot read
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EvoVLMError(f"cannot load {auto_cls.__name__} from {path}: {first_line}") from None
+
+
+def _load_model(auto_cls: Any, path: str | Path, **kwargs: Any) -> Any:
+    """A model whose checkpoint holds every weight: transformers fills a missing tensor with fresh random
+    values and only logs it, and a score of such a model would mean nothing (a misshapen one is an error)."""
+    model, info = _load(auto_cls, path, output_loading_info=True, **kwargs)
+    missing = sorted(map(str, info.get("missing_keys") or ()))
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise EvoVLMError(f"cannot load {path}: its checkpoint lacks {shown}; it was cut short or saved from "
+                          "another architecture than its config.json names")
+    return model
 
 
 def load_runner(path: str | Path, *, device: str | None = None, dtype: str | None = None,

@@ -354,18 +354,18 @@ class BenchmarkScorer:
 
     def _score(self, responses: dict[int, str]) -> tuple[float, dict, dict[str, list[float]]]:
         """(weighted fitness, summary, per-item columns) of all the responses."""
-        from evovlm.eval.evaluate import score_responses
+        from evovlm.eval.evaluate import SUMMARY_META, score_responses
         from evovlm.eval.metrics import item_columns
 
         missing = [index for index in range(len(self.bench.samples)) if index not in responses]
         if missing:
             raise ValueError(f"no response to {len(missing)} of the {len(self.bench.samples)} fitness samples")
         summary, samples = score_responses(self.bench, [responses[index] for index in range(len(self.bench.samples))])
-        missing_keys = [key for key in self.weights if key not in summary]
+        missing_keys = [key for key in self.weights if key not in summary or key in SUMMARY_META]
         if missing_keys:
-            keys = [k for k in summary if not k.endswith(("_ci_low", "_ci_high"))]
-            raise FatalEvaluationError(f"metric {missing_keys[0]!r} is not in the {self.bench.name} summary; "
-                                       f"available: {', '.join(keys)}")
+            keys = [k for k in summary if k not in SUMMARY_META and not k.endswith(("_ci_low", "_ci_high"))]
+            raise FatalEvaluationError(f"metric {missing_keys[0]!r} is not a score of {self.bench.name}; "
+                                       f"its scores: {', '.join(keys)}")
         fitness = sum(weight * float(summary[key]) for key, weight in self.weights.items())
         return fitness, summary, item_columns(self.bench.metric, samples)
 

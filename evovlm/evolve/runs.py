@@ -41,7 +41,14 @@ from evovlm.evolve.rundir import (
 )
 from evovlm.evolve.search import Best, calibrate, run_search
 from evovlm.evolve.subset import SUBSET_NAME, SubsetPlan, build_plan
-from evovlm.io.atomic import make_temp_dir, replace_dir, sweep_stale, umask_permissions, write_atomic
+from evovlm.io.atomic import (
+    ensure_writable_folder,
+    make_temp_dir,
+    replace_dir,
+    sweep_stale,
+    umask_permissions,
+    write_atomic,
+)
 
 
 def run_evolution(config: EvolveConfig | dict | str | Path | None, out_dir: str | Path, *, resume: bool = False,
@@ -61,7 +68,7 @@ def run_evolution(config: EvolveConfig | dict | str | Path | None, out_dir: str 
     else:
         config = preflight(load_config(config) if isinstance(config, (str, Path)) else config_from_dict(config))
         _check_out_dir(out_dir, overwrite)  # before the folder is touched (the lock file goes into it)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable_folder(out_dir)
     with _locked(out_dir):  # nothing is deleted or written before the lock is held
         if resume:
             RunDir(out_dir)  # refuses a run of a newer format

@@ -112,6 +112,7 @@ def run_search(spec: StageSpec, genome: Any, stage_dir: Path, backend: Backend, 
     keep_states = config.runtime.keep_states
     if keep_states == "auto":
         keep_states = None if genome.size <= 1000 else 5
+    _check_history_holds(history, optimizer.generation, population)
     _close_told_generations(history, optimizer.generation)
 
     outer = progress_bar(total=total, initial=min(optimizer.generation, total), desc=f"{label}generations",
@@ -200,6 +201,18 @@ def _finished_before_a_crash(history: History, generation: int, genomes: list) -
                               "what the saved optimiser state asks: the history and the state disagree "
                               "(was the config or the seed changed?)")
     return done
+
+
+def _check_history_holds(history: History, told: int, population: int) -> None:
+    """Every generation the saved optimiser state was told must have all its candidates in the history: without
+    them the run's best would be chosen from what is left, silently (a deleted or truncated history.jsonl)."""
+    lost = [generation for generation in range(told) if len(history.candidates(generation)) < population]
+    if lost:
+        span = f"{lost[0]}" if len(lost) == 1 else f"{lost[0]}-{lost[-1]}" if lost[-1] - lost[0] == len(lost) - 1 \
+            else ", ".join(map(str, lost[:5])) + (", ..." if len(lost) > 5 else "")
+        raise EvoVLMError(f"{history.path} lacks candidates of generation(s) {span}, which the saved optimiser state "
+                          f"says were scored: was the history deleted or cut short? Restore it, or start the run again "
+                          f"with --overwrite")
 
 
 def _close_told_generations(history: History, told: int) -> None:

@@ -33,6 +33,33 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     return path
 
 
+def file_in_the_way(folder: str | os.PathLike) -> Path | None:
+    """``folder`` or the first of its parents that exists as something other than a folder, if any: then
+    ``folder`` can never be created (``mkdir`` would say "File exists" or "Not a directory")."""
+    folder = Path(folder)
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
+def ensure_writable_folder(folder: str | os.PathLike, option: str = "--out") -> Path:
+    """Create ``folder`` (and its parents) and write and delete a scratch file in it, so that a command
+    refuses an output it cannot write before its work, not after (permissions alone cannot tell: root
+    passes every access check, and /proc refuses new files anyway)."""
+    from evovlm.errors import EvoVLMError
+
+    folder = Path(folder)
+    blocker = file_in_the_way(folder)
+    if blocker is not None:
+        raise EvoVLMError(f"{option}: cannot create files in {folder}: {blocker} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".evovlm-write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise EvoVLMError(f"{option}: cannot create files in {folder} ({exc.strerror or exc})") from None
+    return folder
+
+
 def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
     """A new hidden folder in ``parent`` to fill and then rename into place, with umask permissions.
 

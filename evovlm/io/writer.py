@@ -34,7 +34,7 @@ from typing import Sequence
 import torch
 
 from evovlm.errors import EvoVLMError
-from evovlm.io.atomic import make_temp_dir, recover_aside, replace_dir, sweep_stale
+from evovlm.io.atomic import file_in_the_way, make_temp_dir, recover_aside, replace_dir, sweep_stale
 from evovlm.io.checkpoint import SAFETENSORS_DTYPES
 
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
@@ -155,6 +155,9 @@ class ShardedCheckpointWriter:
                               "--out, or empty the folder yourself")
 
     def __enter__(self) -> "ShardedCheckpointWriter":
+        blocker = file_in_the_way(self.out_dir.parent)
+        if blocker is not None:
+            raise EvoVLMError(f"cannot create the output folder {self.out_dir}: {blocker} is a file, not a folder")
         try:
             self.out_dir.parent.mkdir(parents=True, exist_ok=True)
             recover_aside(self.out_dir)  # a kill between an earlier overwrite's two renames

@@ -123,6 +123,7 @@ class MergeJob:
 
     def _validate(self) -> None:
         target_text = text_config(self.target.checkpoint.config)
+        self._check_layer_selectors(target_text.get("num_hidden_layers"))
         for other in self.participants():
             other_text = text_config(other.checkpoint.config)
             for field_name, label in (("num_hidden_layers", "decoder layers"), ("hidden_size", "hidden size")):
@@ -145,6 +146,19 @@ class MergeJob:
                 if shape != target_shape and not rows_only:
                     raise EvoVLMError(f"architecture mismatch at {canonical}: {other.ref} has shape {tuple(shape)}, "
                                       f"target {self.target.ref} has {tuple(target_shape)}")
+
+    def _check_layer_selectors(self, layers: int | None) -> None:
+        """``layers.99`` on a 6-layer model would be ignored without a word: a typo, or a recipe for another model."""
+        if not layers:
+            return
+        for index, spec in enumerate(self.recipe.models):
+            for parameter in ("weight", "density"):
+                value = getattr(spec, parameter)
+                for key in value if isinstance(value, dict) else ():
+                    numbered = key.startswith("layers.")
+                    if numbered and any(int(n) >= layers for n in key.removeprefix("layers.").split("-")):
+                        raise EvoVLMError(f"models[{index}].{parameter}: {key} names a layer that {self.target.ref} "
+                                          f"lacks: it has {layers} decoder layers, layers.0-{layers - 1}")
 
     def output_layout(self, out_dtype: torch.dtype | None = None) -> list[TensorSpec]:
         """Name, shape and dtype of every tensor :meth:`merged_tensors` will yield, in order."""

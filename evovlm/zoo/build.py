@@ -135,6 +135,42 @@ class ZooSettings:
                 raise EvoVLMError(f"--set {change!r}: {name} takes a value of type {kinds[name]}") from None
         return replace(self, **values)
 
+    def check(self) -> None:
+        """Refuse settings the build cannot use, before any training: a clear error, not a crash mid-build."""
+        def refuse(name: str, rule: str) -> None:
+            raise EvoVLMError(f"{name} {rule}, got {getattr(self, name)!r}")
+
+        for name, allowed in SETTING_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                refuse(name, f"must be one of {', '.join(allowed)}")
+        for name in ("hidden", "layers", "heads", "kv_heads", "vision_hidden", "vision_layers", "batch_size", "seq_len",
+                     "output_blocks", "pretrain_steps", "ja_steps", "math_steps", "math_output_steps", "vlm_steps",
+                     "vlm_output_steps", "reader_steps"):
+            if getattr(self, name) < 1:
+                refuse(name, "must be at least 1")
+        for name in ("pretrain_lr", "ja_lr", "reader_lr", "finetune_lr"):
+            if not getattr(self, name) > 0:  # NaN too
+                refuse(name, "must be above 0")
+        for name in ("ja_colour_reading", "math_ja_share", "vlm_ja_share", "reader_problems"):
+            if not 0 <= getattr(self, name) <= 1:
+                refuse(name, "is a share from 0 to 1")
+        for name in ("embed_scale", "exit_weight", "reader_deep", "threads"):
+            if not getattr(self, name) >= 0:
+                refuse(name, "must be at least 0")
+        if self.output_blocks >= self.layers:
+            refuse("output_blocks", f"must be less than layers ({self.layers}): the inner blocks come before them")
+        if self.hidden % (2 * self.heads):
+            refuse("hidden", f"must be a multiple of 2 x heads ({2 * self.heads}): each head's rotary size is even")
+        if self.heads % self.kv_heads:
+            refuse("kv_heads", f"must divide heads ({self.heads})")
+        if self.vision_hidden % 4:
+            refuse("vision_hidden", "must be a multiple of the vision tower's 4 heads")
+        if not self.vlm_work_anchor >= 0 or (self.vlm_work_anchor > 0 and self.vlm_ja_context not in HIDDEN_HELD):
+            refuse("vlm_work_anchor", f"must be >= 0, and > 0 only with vlm_ja_context={' or '.join(HIDDEN_HELD)} "
+                                      f"(vlm_ja_context is {self.vlm_ja_context!r})")
+        if not 0 <= self.ja_smallest_number <= 60:
+            refuse("ja_smallest_number", "must be in 0..60")
+
     @property
     def exit_layer(self) -> int:
         """Index into ``hidden_states`` of the residual stream after the last inner block."""
@@ -422,16 +458,7 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
 
     tokenizer = zoo_tokenizer()
     report = BuildReport(seed=seed, settings=asdict(settings))
-    for name, allowed in SETTING_CHOICES.items():
-        if getattr(settings, name) not in allowed:
-            raise EvoVLMError(f"{name} must be one of {', '.join(allowed)}, got {getattr(settings, name)!r}")
-    if not 0 <= settings.reader_problems <= 1:
-        raise EvoVLMError(f"reader_problems is a share from 0 to 1, got {settings.reader_problems}")
-    if settings.vlm_work_anchor < 0 or (settings.vlm_work_anchor > 0 and settings.vlm_ja_context not in HIDDEN_HELD):
-        raise EvoVLMError(f"vlm_work_anchor must be >= 0, and > 0 only with vlm_ja_context={' or '.join(HIDDEN_HELD)}, "
-                          f"got {settings.vlm_work_anchor} with {settings.vlm_ja_context!r}")
-    if not 0 <= settings.ja_smallest_number <= 60:
-        raise EvoVLMError(f"ja_smallest_number must be in 0..60, got {settings.ja_smallest_number}")
+    settings.check()
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise EvoVLMError(f"unknown zoo model(s) {', '.join(unknown)}; the zoo builds {', '.join(MODELS)}")

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evovlm.errors import EvoVLMError
-from evovlm.io.atomic import write_atomic
+from evovlm.io.atomic import ensure_writable_folder, write_atomic
 from evovlm.zoo import MODELS, MODELS_DIR, PREFIX
 from evovlm.zoo.benchmarks import SPLITS
 from evovlm.zoo.report import (
@@ -190,7 +190,7 @@ def zoo_evolution(zoo: str | Path, out_dir: str | Path, *, seed: int = 0, budget
     if started_runs and not resume:
         raise EvoVLMError(f"{out_dir} already holds the run(s) {', '.join(started_runs)}; pass --resume to finish "
                           f"them (finished runs are kept and re-scored) or choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_folder(out_dir)
     wall: dict[str, float] = {}
     for name, config in run_configs(zoo, seed=seed, budget=budget, split=split).items():
         if name not in runs:
