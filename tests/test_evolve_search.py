@@ -187,6 +187,11 @@ def test_resume_refuses_a_history_that_lost_scored_generations(tmp_path):
     (run / "history.jsonl").write_text("")
     with pytest.raises(EvoVLMError, match=r"generation\(s\) 0-2"):
         run_evolution(None, run, resume=True)
+    for fitness in ("NaN", '"high"'):  # Python's json reads NaN; evolve writes null for a failure
+        edited = lines[:2] + [lines[2].replace('"fitness": ', f'"fitness": {fitness}, "was": ', 1)] + lines[3:]
+        (run / "history.jsonl").write_text("\n".join(edited) + "\n")
+        with pytest.raises(EvoVLMError, match=f"has fitness {'nan' if fitness == 'NaN' else repr('high')}, which"):
+            run_evolution(None, run, resume=True)
     assert CALLS["n"] == 0  # nothing was scored again
 
 

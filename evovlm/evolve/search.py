@@ -21,6 +21,7 @@ score on 20 items flatters the luckiest candidate.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,13 @@ def _finished_before_a_crash(history: History, generation: int, genomes: list) -
 def _check_history_holds(history: History, told: int, population: int) -> None:
     """Every generation the saved optimiser state was told must have all its candidates in the history: without
     them the run's best would be chosen from what is left, silently (a deleted or truncated history.jsonl)."""
+    for record in history.of_type("candidate"):  # evolve writes a finite number, or null for a failure
+        fitness = record.get("fitness")
+        if fitness is not None and (isinstance(fitness, bool) or not isinstance(fitness, (int, float))
+                                    or not math.isfinite(fitness)):
+            raise EvoVLMError(f"{history.path}: candidate {record.get('index')} of generation "
+                              f"{record.get('generation')} has fitness {fitness!r}, which evolve never writes: was "
+                              "the history edited? Restore it, or start the run again with --overwrite")
     lost = [generation for generation in range(told) if len(history.candidates(generation)) < population]
     if lost:
         span = f"{lost[0]}" if len(lost) == 1 else f"{lost[0]}-{lost[-1]}" if lost[-1] - lost[0] == len(lost) - 1 \
