@@ -16,7 +16,15 @@ from evovlm.app import plots
 from evovlm.app import runs as run_lib
 from evovlm.app.cache import ModelCache, runner_loader
 from evovlm.app.config import SHIPPED_MODELS, Limits, Registry, load_config
-from evovlm.app.generate import Decoding, UserError, chat_prompt, check_question, load_image, merge_streams
+from evovlm.app.generate import (
+    Decoding,
+    UserError,
+    chat_prompt,
+    check_question,
+    format_error,
+    load_image,
+    merge_streams,
+)
 from evovlm.errors import EvoVLMError
 from helpers import TINY, make_results, make_run_dir, png_header_only
 
@@ -209,6 +217,42 @@ def test_images_are_bounded(tmp_path):
         load_image(str(tmp_path / "missing.png"), limits)
 
 
+def test_pasted_image_data_is_opened_by_the_bounded_loader(tmp_path):
+    """A data: URL went to Gradio's own decoder: junk was its bare error, and no pixel budget applied."""
+    import base64
+    import io
+
+    from gradio.data_classes import FileData
+    from PIL import Image
+
+    from evovlm.app.ui import UploadedImage
+
+    limits = Limits(max_image_pixels=10_000)
+    component = UploadedImage(type="filepath")
+
+    def pasted(data: bytes) -> object:
+        url = "data:image/png;base64," + base64.b64encode(data).decode()
+        return component.preprocess(FileData(path=str(tmp_path / "pasted.png"), url=url))
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 10), (1, 2, 3)).save(buffer, format="PNG")
+    assert load_image(pasted(buffer.getvalue()), limits)[0].size == (20, 10)
+    for junk in (b"AAAA", b""):
+        with pytest.raises(UserError, match="not a readable image"):
+            load_image(pasted(junk), limits)
+    buffer = io.BytesIO()
+    Image.new("1", (200, 200)).save(buffer, format="PNG")  # 40,000 pixels: over this budget
+    with pytest.raises(UserError, match="too large"):
+        load_image(pasted(buffer.getvalue()), limits)
+    assert component.preprocess(FileData(path=str(tmp_path / "up.png"))) == str(tmp_path / "up.png")
+
+
+def test_a_columns_error_names_no_server_path():
+    shown = format_error(EvoVLMError("cannot load AutoModelForCausalLM from /srv/models/broken-ja: bad header"))
+    assert shown == "⚠ cannot load AutoModelForCausalLM from …/broken-ja: bad header", shown
+    assert format_error(UserError("prompt too long for /srv/models/tiny-math")).endswith("for …/tiny-math")
+
+
 def test_questions_and_settings_are_bounded():
     limits = Limits(max_question_chars=10, max_new_tokens=64, max_beams=4)
     assert check_question("  何？ ", limits) == "何？"
@@ -220,6 +264,9 @@ def test_questions_and_settings_are_bounded():
     assert Decoding.clamped(99, 10_000, 9.0, limits) == Decoding(4, 64, 2.0)
     assert Decoding.clamped(0, -5, 0.1, limits) == Decoding(1, 1, 1.0)
     assert Decoding.clamped("x", None, "y", limits) == Decoding(1, 64, 1.0)
+    nan, inf = float("nan"), float("inf")  # NaN reaches a handler through the raw HTTP API
+    assert Decoding.clamped(nan, nan, nan, limits) == Decoding(1, 64, 1.0)
+    assert Decoding.clamped(inf, inf, -inf, limits) == Decoding(4, 64, 1.0)
 
 
 class _Tokenizer:
@@ -712,3 +759,6 @@ def test_the_difference_histogram_bins_a_minus_b():
     frame = case_lib.difference_histogram(cases)
     assert frame.values.tolist() == [["-100", 1], ["-10", 1], ["0", 1], ["+10", 2], ["+40", 1], ["+100", 1]]
     assert case_lib.difference_histogram([case(1, None)]).empty  # nothing paired: no bars
+    assert case_lib.difference_histogram([case(1e308, -1e308)]).empty  # inf: no bar (it was an OverflowError)
+    assert case_lib._score({"rougeL_ja": float("nan")}, "rougeL_ja") is None  # NaN in someone's results file
+    assert case_lib._score({"rougeL_ja": 12.5}, "rougeL_ja") == 12.5

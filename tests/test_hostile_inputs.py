@@ -392,6 +392,22 @@ def test_a_nul_byte_in_a_run_path_is_a_message(hostile_app):
     assert summary.startswith("⚠")
 
 
+def test_run_paths_the_file_system_refuses_are_messages(hostile_app):
+    """Each was the app's catch-all error: RuntimeError from resolve() or expanduser(), OSError from is_dir()."""
+    client, root = hostile_app
+    loop = root / "runs" / "loop"
+    loop.symlink_to(loop)
+    for path in (str(loop), "~nosuchuser-evovlm/x", str(root / "runs" / ("x" * 300))):
+        summary = client.predict(path, api_name="/run")[0]
+        assert "cannot be opened as a folder" in summary or "outside the run folders" in summary, (path, summary)
+    history = make_run_dir(root / "runs" / "huge") / "history.jsonl"
+    with history.open("a") as handle:  # beyond 64 bits: the reply could not be sent and the stream broke
+        handle.write('{"type": "candidate", "generation": 1000000000000000000000000000000, "index": 0, '
+                     '"fitness": 0.5}\n')
+    summary = client.predict(str(history.parent), api_name="/run")[0]
+    assert "best fitness so far" in summary and "unreadable lines skipped: 1" in summary, summary
+
+
 def test_a_long_chat_history_through_the_api_stays_bounded(hostile_app):
     client, root = hostile_app
     def message(role: str, text: str) -> dict:

@@ -7,6 +7,7 @@ thin layer and the logic is testable without a browser.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -122,7 +123,7 @@ def _score(sample: dict, field: str) -> float | None:
     value = sample.get(field)
     if isinstance(value, bool):
         return 100.0 if value else 0.0  # accuracy in percent, like ROUGE
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and math.isfinite(value):  # NaN or inf is no score (JSON from elsewhere)
         return float(value)
     return None
 
@@ -233,11 +234,9 @@ def difference_histogram(cases: list[Case], width: float = 10.0) -> Any:
     """How many paired samples fall in each bin of A − B: exact ties at 0, the rest in bins of ``width``
     points labelled by their end away from 0 (+10 holds (0, 10]); a right/wrong metric gives the three
     bars -100, 0 and +100. Empty without B."""
-    import math
-
     import pandas as pd
 
-    diffs = [c.diff for c in cases if c.diff is not None]
+    diffs = [c.diff for c in cases if c.diff is not None and math.isfinite(c.diff)]  # 1e308 − (−1e308) is inf
     counts: dict[float, int] = {}
     for diff in diffs:
         centre = 0.0 if diff == 0 else math.copysign(min(math.ceil(abs(diff) / width), 100 / width) * width, diff)

@@ -10,13 +10,14 @@ transformers, so with beams > 1 the runner's own batched ``generate`` produces t
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evovlm.app.config import Limits
+from evovlm.app.config import Limits, public_reason
 from evovlm.errors import EvoVLMError
 from evovlm.eval import prompts
 
@@ -80,9 +81,10 @@ class Decoding:
     def clamped(cls, num_beams: Any, max_new_tokens: Any, repetition_penalty: Any, limits: Limits) -> Decoding:
         def number(value: Any, default: float) -> float:
             try:
-                return float(value)
+                value = float(value)
             except (TypeError, ValueError):
                 return default
+            return default if math.isnan(value) else value  # NaN slips past Gradio's range check; inf is clamped
 
         return cls(
             num_beams=int(min(max(number(num_beams, 1), 1), limits.max_beams)),
@@ -386,7 +388,7 @@ def format_error(exc: BaseException) -> str:
     """A column's error for the visitor: a user error says what to fix; anything else is logged on the
     server and shown without its type or message (which can hold server paths)."""
     if isinstance(exc, (UserError, EvoVLMError)):
-        return f"⚠ {exc}"
+        return f"⚠ {public_reason(str(exc))}"  # e.g. "cannot load ... from /srv/models/x": the visitor sees …/x
     logging.getLogger("evovlm.app").error("generation failed", exc_info=exc)
     if "out of memory" in str(exc).lower():
         return "⚠ メモリ不足です。The model ran out of memory on this input; try fewer beams or new tokens."

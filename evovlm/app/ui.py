@@ -8,8 +8,11 @@ models generate.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import inspect
+import io
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -74,7 +77,13 @@ class UploadedImage(gr.Image):
     def preprocess(self, payload: Any) -> Any:
         if payload is None:
             return None
-        if getattr(payload, "path", None) and not str(getattr(payload, "url", "") or "").startswith("data:"):
+        url = str(getattr(payload, "url", "") or "")
+        if url.startswith("data:"):  # pasted data: its bytes, opened (bounded) by load_image like any upload
+            try:
+                return io.BytesIO(base64.b64decode(url.partition(",")[2]))
+            except (binascii.Error, ValueError):
+                return io.BytesIO()  # not base64: load_image says it is no readable image
+        if getattr(payload, "path", None):
             return str(payload.path)
         return super().preprocess(payload)
 
@@ -420,14 +429,19 @@ class Demo:
             return ("Pick or type a run directory of `evovlm evolve`.", *blank)
         if "\0" in str(run_dir) or len(str(run_dir)) > 4096:
             return ("⚠ That is not a folder name.", *blank)
-        path = Path(str(run_dir).strip()).expanduser()
-        if not path.is_absolute():
-            path = Path.cwd() / path
-        if not any(path.resolve().is_relative_to(r) for r in self.runs_roots):
+        try:  # a symlink loop, ~nosuchuser, a name longer than the file system allows: a message
+            path = Path(str(run_dir).strip()).expanduser()
+            if not path.is_absolute():
+                path = Path.cwd() / path
+            inside = any(path.resolve().is_relative_to(r) for r in self.runs_roots)
+            is_dir = inside and path.is_dir()
+        except (OSError, RuntimeError):
+            return (f"⚠ `{run_dir}` cannot be opened as a folder.", *blank)
+        if not inside:
             roots = ", ".join(f"`{r}`" for r in self.runs_roots)
             return (f"⚠ `{run_dir}` is outside the run folders this app may read ({roots}); start it with "
                     "`--runs-dir`.", *blank)
-        if not path.is_dir():
+        if not is_dir:
             return (f"⚠ `{run_dir}` is not a directory.", *blank)
         run = run_lib.read_run(path)
         heatmap, dfs = plots.heatmap_plot(run), plots.dfs_plot(run)  # a stage the run lacks: no empty panel

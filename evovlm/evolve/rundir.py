@@ -85,9 +85,12 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+_MAX_COUNT = 2**53  # beyond it a number is no generation or index evolve wrote (and JSON replies cannot carry it)
+
+
 def _count(value: Any) -> bool:
-    """A whole number >= 0 (a generation, an index, a version)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A whole number from 0 to 2^53 (a generation, an index, a version)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT
 
 
 @dataclass(frozen=True)
