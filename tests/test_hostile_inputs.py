@@ -212,6 +212,10 @@ def test_chat_history_is_bounded_in_turns_characters_and_tokens():
     assert bounded_prompt(runner, Prompt("x" * 500, True), decoding, limits).text == "x" * 500
     with pytest.raises(UserError, match="too long for tiny .501 tokens; at most 500"):
         bounded_prompt(runner, Prompt("x" * 501, True), decoding, limits)
+    greedy = Decoding(num_beams=1, max_new_tokens=1024, repetition_penalty=1.0)  # the context, not the chat, is short
+    with pytest.raises(UserError, match="1024 new tokens leave no room for this prompt .90 tokens. in the 512-token "
+                                        "context of tiny: set the new tokens to 422 or fewer"):
+        bounded_prompt(runner, Prompt("x" * 90, True), greedy, limits)
 
 
 # ===================================================================================================

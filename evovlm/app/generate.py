@@ -153,6 +153,10 @@ def bounded_prompt(runner: Any, prompt: Prompt, decoding: Decoding, limits: Limi
     if isinstance(context, int) and context > 0:
         limit = min(limit, max(1, context - decoding.max_new_tokens))
     tokens = len(runner.tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens)["input_ids"])
+    if tokens > limit and isinstance(context, int) and tokens < context and decoding.max_new_tokens > context // 2:
+        raise UserError(f"生成する長さが長すぎます。{decoding.max_new_tokens} new tokens leave no room for this prompt "
+                        f"({tokens} tokens) in the {context}-token context of {runner.name}: set the new tokens to "
+                        f"{context - tokens} or fewer.")
     if tokens > limit:
         raise UserError(f"会話が長すぎます。The prompt is too long for {runner.name} ({tokens} tokens; at most {limit} "
                         "here). Clear the chat or ask a shorter question.")
