@@ -15,7 +15,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from evovlm.app.config import Limits, public_reason
 from evovlm.errors import EvoVLMError
@@ -29,7 +29,7 @@ class UserError(Exception):
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
-def load_image(path: str, limits: Limits) -> tuple[Any, str]:
+def load_image(path: str | BinaryIO, limits: Limits) -> tuple[Any, str]:
     """Open an uploaded image safely: returns (RGB PIL image, note about resizing or "")."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 

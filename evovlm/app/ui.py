@@ -65,7 +65,7 @@ WITH_QUEUE = ("(status) => (window.evovlmAsked && typeof status === 'string' && 
 
 
 class UploadedImage(gr.Image):
-    """``gr.Image`` that hands over the uploaded file's path unopened.
+    """``gr.Image`` that hands over the uploaded file's path (a pasted ``data:`` image: its bytes) unopened.
 
     The stock component opens every upload with PIL before our code runs, so a non-image file or a
     decompression bomb would fail inside Gradio with a bare "Error". We open it ourselves, bounded
@@ -219,7 +219,7 @@ class Demo:
 
     # -- image QA -----------------------------------------------------------------------------------
     @guarded(message_at=0, outputs=5)
-    def image_qa(self, image: str | None, question: str, model_a: str, model_b: str, template: str,
+    def image_qa(self, image: str | io.BytesIO | None, question: str, model_a: str, model_b: str, template: str,
                  num_beams: float, max_new_tokens: float, repetition_penalty: float) -> Iterator[tuple]:
         """(status, answer A, answer B, grade A, grade B); an example's answers are graded against its reference."""
         started = time.perf_counter()
