@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from evovlm.app.generate import UserError
+from evovlm.schema import finite
 
 # Per-sample scores the browser can compare, best first for each metric.
 METRIC_FIELDS = {
@@ -123,7 +124,7 @@ def _score(sample: dict, field: str) -> float | None:
     value = sample.get(field)
     if isinstance(value, bool):
         return 100.0 if value else 0.0  # accuracy in percent, like ROUGE
-    if isinstance(value, (int, float)) and math.isfinite(value):  # NaN or inf is no score (JSON from elsewhere)
+    if finite(value):  # NaN or inf is no score (JSON from elsewhere)
         return float(value)
     return None
 

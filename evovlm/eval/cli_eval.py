@@ -56,10 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.model or not args.bench:
         raise EvoVLMError("both --model and --bench are required (see --list-benchmarks)")
     out = args.out or _default_out(args.model, args.bench)
-    if out.is_dir():
-        raise EvoVLMError(f"--out {out} is a directory; give a file name such as {out / 'results.json'}")
 
-    from evovlm.io.atomic import ensure_writable_folder
+    from evovlm.io.atomic import ensure_writable_file
     from evovlm.io.resolve import resolve_model_path
 
     bench = load_benchmark(args.bench, split=args.split, data_seed=args.data_seed, path=args.data, limit=args.limit)
@@ -72,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
         build_prompt(settings.template, "?")  # an unknown template fails here, before the model loads
     model_dir = resolve_model_path(args.model)
-    ensure_writable_folder(out.parent)  # now, not after the whole evaluation
+    ensure_writable_file(out, "results.json")  # now, not after the whole evaluation
 
     from evovlm.eval.evaluate import evaluate, format_summary, write_results
     from evovlm.eval.runners import load_runner, pick_device_dtype

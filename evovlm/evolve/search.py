@@ -21,7 +21,6 @@ score on 20 items flatters the luckiest candidate.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from evovlm.evolve.evaluators import CALIBRATION, Outcome, StageSpec, Task
 from evovlm.evolve.history import History
 from evovlm.evolve.optimizer import Optimizer, latest_state, prune_states, state_path
 from evovlm.evolve.rundir import HISTORY_NAME, STATE_DIR, Stage
+from evovlm.schema import finite
 
 FAILED_VALUE = 1e30  # told to CMA-ES for a failed candidate: ranked last
 
@@ -209,8 +209,7 @@ def _check_history_holds(history: History, told: int, population: int) -> None:
     them the run's best would be chosen from what is left, silently (a deleted or truncated history.jsonl)."""
     for record in history.of_type("candidate"):  # evolve writes a finite number, or null for a failure
         fitness = record.get("fitness")
-        if fitness is not None and (isinstance(fitness, bool) or not isinstance(fitness, (int, float))
-                                    or not math.isfinite(fitness)):
+        if fitness is not None and not finite(fitness):
             raise EvoVLMError(f"{history.path}: candidate {record.get('index')} of generation "
                               f"{record.get('generation')} has fitness {fitness!r}, which evolve never writes: was "
                               "the history edited? Restore it, or start the run again with --overwrite")

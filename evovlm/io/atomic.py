@@ -60,6 +60,17 @@ def ensure_writable_folder(folder: str | os.PathLike, option: str = "--out") -> 
     return folder
 
 
+def ensure_writable_file(path: str | os.PathLike, example: str, option: str = "--out") -> Path:
+    """``path`` is no folder and its folder takes new files (see :func:`ensure_writable_folder`)."""
+    from evovlm.errors import EvoVLMError
+
+    path = Path(path)
+    if path.is_dir():
+        raise EvoVLMError(f"{option} {path} is a directory; give a file name such as {path / example}")
+    ensure_writable_folder(path.parent, option)
+    return path
+
+
 def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
     """A new hidden folder in ``parent`` to fill and then rename into place, with umask permissions.
 

@@ -34,7 +34,7 @@ from evovlm.dtypes import torch_dtype
 from evovlm.errors import EvoVLMError
 from evovlm.io.checkpoint import Checkpoint
 from evovlm.merge.methods import get_method
-from evovlm.merge.recipe import Recipe
+from evovlm.merge.recipe import Recipe, layer_span
 from evovlm.merge.sparsify import DareDraws, tensor_seed
 from evovlm.progress import progress_bar
 
@@ -155,8 +155,8 @@ class MergeJob:
             for parameter in ("weight", "density"):
                 value = getattr(spec, parameter)
                 for key in value if isinstance(value, dict) else ():
-                    numbered = key.startswith("layers.")
-                    if numbered and any(int(n) >= layers for n in key.removeprefix("layers.").split("-")):
+                    span = layer_span(key)
+                    if span is not None and span[1] >= layers:  # _param puts first <= last
                         raise EvoVLMError(f"models[{index}].{parameter}: {key} names a layer that {self.target.ref} "
                                           f"lacks: it has {layers} decoder layers, layers.0-{layers - 1}")
 

@@ -48,6 +48,15 @@ def _number(value: Any, where: str = "") -> float:
     return float(value)
 
 
+def layer_span(selector: str) -> tuple[int, int] | None:
+    """(first, last) layer of ``layers.N`` or ``layers.A-B``; None for any other selector."""
+    if single := _SINGLE.match(selector):
+        return int(single.group(1)), int(single.group(1))
+    if span := _RANGE.match(selector):
+        return int(span.group(1)), int(span.group(2))
+    return None
+
+
 def _param(value: Any) -> ParamValue:
     """A number, or a one-level map of layer-group selectors to numbers."""
     if not isinstance(value, dict):
@@ -57,12 +66,12 @@ def _param(value: Any) -> ParamValue:
     checked = {}
     for key, number in value.items():
         key = str(key)
-        span = _RANGE.match(key)
-        if key not in _NAMED and not _SINGLE.match(key) and not span:
+        span = layer_span(key)
+        if key not in _NAMED and span is None:
             raise ValueError(f"unknown layer-group selector {key!r} (use default, embed, norm, lm_head, layers, "
                              "layers.N or layers.A-B)")
-        if span and int(span.group(1)) > int(span.group(2)):
-            raise ValueError(f"reversed layer range {key!r}; write layers.{span.group(2)}-{span.group(1)}")
+        if span and span[0] > span[1]:
+            raise ValueError(f"reversed layer range {key!r}; write layers.{span[1]}-{span[0]}")
         checked[key] = _number(number, f".{key}")  # one level: no nested maps
     return checked
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from evovlm.errors import EvoVLMError
-from evovlm.io.atomic import umask_permissions
+from evovlm.io.atomic import ensure_writable_folder, umask_permissions
 from evovlm.zoo import MODELS, scenes, world
 from evovlm.zoo.reader import reading_blocks, train_reader
 from evovlm.zoo.train import packed_batches, qa_batches, train_loop
@@ -462,6 +462,7 @@ def _build(out_dir: Path, seed: int, settings: ZooSettings, progress: bool,
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise EvoVLMError(f"unknown zoo model(s) {', '.join(unknown)}; the zoo builds {', '.join(MODELS)}")
+    ensure_writable_folder(out_dir)  # before training, not when the first model is saved
     paths = {name: out_dir / name for name in MODELS if name in models}
     base_path = out_dir / "base"
     previous = out_dir / "build.json"

@@ -88,7 +88,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from evovlm.io.atomic import ensure_writable_folder
     from evovlm.zoo.build import ZooSettings, build_zoo
 
     out = args.out or DEFAULT_OUT
@@ -101,8 +100,6 @@ def _build(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         settings = replace(settings, threads=args.threads)
-    settings.check()
-    ensure_writable_folder(out)  # before training, not when the first model is saved
     paths = build_zoo(out, seed=args.seed, settings=settings, progress=not args.quiet, models=names)
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -169,7 +166,7 @@ def _evolve(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from evovlm.io.atomic import ensure_writable_folder, write_atomic
+    from evovlm.io.atomic import ensure_writable_file, write_atomic
     from evovlm.zoo.report import acceptance_report, format_report
 
     text_only = args.half == "text"
@@ -180,9 +177,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.data_seed is not None and args.split is not None:
         raise EvoVLMError("--data-seed draws a fresh set; it cannot be combined with --split")
     if args.out:
-        if args.out.is_dir():
-            raise EvoVLMError(f"--out {args.out} is a folder; give a file name such as {args.out / 'report.json'}")
-        ensure_writable_folder(args.out.parent)  # before the report is measured
+        ensure_writable_file(args.out, "report.json")  # before the report is measured
     report = acceptance_report(zoo, limit=args.limit, data_seed=args.data_seed, split=args.split or "test",
                                vlm=not text_only, progress=not args.quiet)
     print(format_report(report))

@@ -1,4 +1,5 @@
-"""Shared by the run 62-67 scripts: each generation's best candidate of a DFS run, and the hand paths as models."""
+"""Shared by the run 62-68 scripts: each generation's best candidate of a DFS run, the hand paths as models, and
+one DFS model over the experts to run paths in."""
 import json
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +25,15 @@ def hand_path_models(zoo: Path, scratch: Path) -> Iterator[tuple[str, Path]]:
     """(name, saved DFS model) of each legal hand path over the zoo's JA (A) and MATH (B) experts."""
     for number, (name, path) in enumerate(hand_paths(6, 4).items()):
         yield name, save_dfs_path(zoo / "ja", zoo / "math", path, Path(scratch) / f"hand-{number}")
+
+
+def expert_dfs(zoo: Path) -> tuple[Any, Any]:
+    """(DFS model over the zoo's JA (A) and MATH (B) experts, to be given paths with ``set_path``; JA's tokenizer)."""
+    from evovlm.dfs.modeling import EvoDFSForCausalLM
+    from evovlm.eval.runners import load_runner
+
+    runner_a, runner_b = load_runner(str(Path(zoo) / "ja")), load_runner(str(Path(zoo) / "math"))
+    return EvoDFSForCausalLM.from_models(runner_a.model, runner_b.model), runner_a.tokenizer
 
 
 def each_model(zoo: Path, evolved: list[str]) -> Iterator[tuple[str, Any, Any]]:

@@ -7,11 +7,9 @@ the mean reply log-likelihood on the fitness split and on dev. Shows what the sc
 import sys
 from pathlib import Path
 
-from dfsrun import generation_bests
+from dfsrun import expert_dfs, generation_bests
 
 import evovlm.zoo  # noqa: F401  (registers the zoo benchmarks)
-from evovlm.dfs.modeling import EvoDFSForCausalLM
-from evovlm.eval.runners import load_runner
 from evovlm.evolve.config import load_config
 from evovlm.evolve.genome import DFSGenome
 from evovlm.zoo.fitness import reply_scores
@@ -21,8 +19,7 @@ run, zoo = Path(sys.argv[1]), Path(sys.argv[2])
 every = int(sys.argv[3]) if len(sys.argv) > 3 else 5
 genome = DFSGenome(load_config(run / "config.yaml").dfs, 6, 6)
 best = generation_bests(run)
-runner_a, runner_b = load_runner(str(zoo / "ja")), load_runner(str(zoo / "math"))
-dfs, tokenizer = EvoDFSForCausalLM.from_models(runner_a.model, runner_b.model), runner_a.tokenizer
+dfs, tokenizer = expert_dfs(zoo)
 so_far = float("-inf")
 for generation in sorted(best):
     fitness, genes = best[generation]

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 from cmaes import CMA
+from dfsrun import expert_dfs
 
 import evovlm.zoo  # noqa: F401  (registers the zoo benchmarks)
-from evovlm.dfs.modeling import EvoDFSForCausalLM
-from evovlm.eval.runners import load_runner
 from evovlm.evolve.config import load_config
 from evovlm.evolve.genome import DFSGenome
 from evovlm.zoo.fitness import reply_scores
@@ -27,8 +26,7 @@ trials = int(sys.argv[5]) if len(sys.argv) > 5 else 1400  # run 66's --full: 100
 patience = int(sys.argv[6]) if len(sys.argv) > 6 else 15
 genome = DFSGenome(config.dfs, 6, 6)
 start = genome.initial_mean(config.optimizer.mean)
-runner_a, runner_b = load_runner(str(zoo / "ja")), load_runner(str(zoo / "math"))
-dfs, tokenizer = EvoDFSForCausalLM.from_models(runner_a.model, runner_b.model), runner_a.tokenizer
+dfs, tokenizer = expert_dfs(zoo)
 scored: dict[tuple, float] = {}
 
 

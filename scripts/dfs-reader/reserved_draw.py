@@ -11,11 +11,9 @@ import sys
 from pathlib import Path
 
 from bigfit import pool
-from dfsrun import generation_bests
+from dfsrun import expert_dfs, generation_bests
 
 import evovlm.zoo  # noqa: F401  (registers the zoo benchmarks)
-from evovlm.dfs.modeling import EvoDFSForCausalLM
-from evovlm.eval.runners import load_runner
 from evovlm.evolve.config import load_config
 from evovlm.evolve.genome import DFSGenome
 from evovlm.zoo.fitness import reply_scores, score_replies
@@ -32,8 +30,7 @@ else:
     restarts = [record for record in map(json.loads, open(source)) if record["type"] == "restart"]
     paths = [(f"restart {r['restart']}", r["path"], [1.0] * len(r["path"])) for r in restarts]
 questions, replies = pool(300)
-runner_a, runner_b = load_runner(str(zoo / "ja")), load_runner(str(zoo / "math"))
-dfs, tokenizer = EvoDFSForCausalLM.from_models(runner_a.model, runner_b.model), runner_a.tokenizer
+dfs, tokenizer = expert_dfs(zoo)
 for label, path, scales in paths:
     dfs.set_path(path, scales)
     cells = [score_replies(dfs, tokenizer, questions[100:], replies[100:]),
